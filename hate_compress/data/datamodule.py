@@ -1,0 +1,431 @@
+"""Lightning DataModule serving one dataset to several models (teacher and student) at once.
+
+Distillation feeds the same example to a teacher and a student that usually have different
+tokenizers, so a batch carries one tokenization per tokenizer key, and ``idx`` (the row position
+within its split) lets a teacher-output cache be keyed without re-running the teacher.
+
+Reading/validation happens in `setup` and needs no tokenizer (so a caller can read
+`train_texts` to train a tokenizer first); tokenization happens once per split and per distinct
+tokenizer, lazily, when a dataloader is first requested. Padding is per batch (dynamic), so
+short-text datasets do not pay for ``max_length``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+from torch.utils.data import DataLoader, Dataset
+
+from hate_compress.data.reading import (
+    FORMATS,
+    LabeledTexts,
+    check_label_coverage,
+    did_you_mean,
+    read_split,
+)
+from hate_compress.data.schema import DataSchema
+from hate_compress.errors import ConfigError, DataError
+
+SPLITS = ("train", "dev", "test")
+_ALIASES = {"val": "dev", "validation": "dev", "valid": "dev"}
+_TOKENIZE_CHUNK = 1024
+
+
+class HateDataModule(pl.LightningDataModule):
+    """Train/dev/test splits of one labelled dataset, tokenized for every model that needs it.
+
+    All constructor arguments are plain values so Hydra can instantiate it from a ``data``
+    config group. Without ``dev_file`` a stratified dev split of ``dev_size`` (fraction or row
+    count) is cut from the train file with ``split_seed``; without ``test_file`` there is no test
+    split (`has_test` is False).
+    """
+
+    def __init__(
+        self,
+        train_file: str | Path,
+        dev_file: str | Path | None = None,
+        test_file: str | Path | None = None,
+        format: str = "auto",
+        text_column: str = "text",
+        task: str = "binary",
+        label_column: str | None = "label",
+        label_columns: Sequence[str] | None = None,
+        label_delimiter: str | None = None,
+        label_names: Sequence[str] | None = None,
+        positive_label: str | None = None,
+        strip_labels: bool = True,
+        binary_from: Mapping[str, Any] | None = None,
+        dev_size: float = 0.1,
+        split_seed: int = 42,
+        max_length: int = 128,
+        batch_size: int = 32,
+        eval_batch_size: int = 64,
+        num_workers: int = 0,
+        name: str | None = None,
+    ):
+        super().__init__()
+        self.schema = DataSchema(
+            text_column=text_column, task=task, label_column=label_column, label_columns=label_columns,
+            label_delimiter=label_delimiter, label_names=label_names, positive_label=positive_label,
+            strip_labels=strip_labels, binary_from=dict(binary_from) if binary_from is not None else None,
+        )
+        if format not in FORMATS:
+            raise ConfigError(f"data.format must be one of {', '.join(FORMATS)}, got {format!r}")
+        if train_file is None or str(train_file) == "":
+            raise ConfigError("data.train_file is required")
+        _check_dev_size(dev_size)
+        for key, value, low in (("max_length", max_length, 2), ("batch_size", batch_size, 1),
+                                ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ConfigError(f"data.{key} must be an integer >= {low}, got {value!r}")
+        self.train_file = Path(train_file)
+        self.dev_file = Path(dev_file) if dev_file else None
+        self.test_file = Path(test_file) if test_file else None
+        self.format, self.dev_size, self.split_seed = format, dev_size, int(split_seed)
+        self.max_length, self.batch_size, self.eval_batch_size = max_length, batch_size, eval_batch_size
+        self.num_workers = num_workers
+        self.name = name or f"{self.train_file.parent.name}_{self.train_file.stem}".strip("_")
+        self._splits: dict[str, LabeledTexts] | None = None
+        self._key_to_rep: dict[str, Any] = {}
+        self._encodings: list[tuple[Any, dict[str, list[np.ndarray]]]] = []  # (tokenizer, {split: ids})
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read and validate every split once; later calls (fit, then test) reuse the result."""
+        if self._splits is not None:
+            return
+        train = read_split(self.train_file, self.schema, self.format)
+        check_label_coverage(train)
+        self._check_positive_label(train)
+        if self.dev_file is not None:
+            splits = {"train": train, "dev": self._read_other(self.dev_file, train)}
+        else:
+            train, dev = self._split(train)
+            check_label_coverage(train, dev)
+            splits = {"train": train, "dev": dev}
+        if self.test_file is not None:
+            splits["test"] = self._read_other(self.test_file, train)
+        self._splits = splits
+
+    def _read_other(self, path: Path, train: LabeledTexts) -> LabeledTexts:
+        """Dev/test with the train class order; labels unseen in train are reported by file+row."""
+        other = read_split(path, self.schema, self.format, label_names=self.schema.label_names)
+        check_label_coverage(train, other)
+        return other.relabel(train.label_names)
+
+    def _check_positive_label(self, train: LabeledTexts) -> None:
+        pos = self.schema.positive_label
+        if pos is not None and pos not in train.label_names:
+            raise DataError(
+                f"{train.path}: data.positive_label={pos!r} is not a label of column "
+                f"{self.schema.label_column!r} (found: {', '.join(train.label_names)})"
+                + (f"; {hint}" if (hint := did_you_mean(pos, train.label_names)) else "")
+            )
+
+    def _split(self, full: LabeledTexts) -> tuple[LabeledTexts, LabeledTexts]:
+        n = len(full)
+        n_dev = math.ceil(self.dev_size * n) if isinstance(self.dev_size, float) else self.dev_size
+        strata = _strata(full)
+        n_classes = len(set(strata.tolist())) if strata is not None else 1
+        if not n_classes <= n_dev <= n - n_classes:
+            raise DataError(
+                f"{full.path}: data.dev_size={self.dev_size} gives {n_dev} of {n} rows for the dev split, "
+                f"but both splits need at least one row per class ({n_classes}); change data.dev_size "
+                "or set data.dev_file"
+            )
+        if strata is not None:
+            counts = np.bincount(strata)
+            rare = next((k for k, c in enumerate(counts) if c == 1), None)
+            if rare is not None and not full.is_multilabel:
+                name = full.label_names[rare]
+                raise DataError(
+                    f"{full.path}: row {full.first_row_with(name)}: label {name!r} occurs only once; a "
+                    "stratified dev split needs at least 2 rows per label — add examples or set data.dev_file"
+                )
+        train_idx, dev_idx = train_test_split(
+            np.arange(n), test_size=n_dev, random_state=self.split_seed, stratify=strata
+        )
+        return full.subset(np.sort(train_idx)), full.subset(np.sort(dev_idx))
+
+    def _data(self) -> dict[str, LabeledTexts]:
+        self.setup()
+        return self._splits
+
+    def split(self, split: str) -> LabeledTexts:
+        """The `LabeledTexts` of "train", "dev" (alias "val") or "test"."""
+        split = _ALIASES.get(split, split)
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        data = self._data()
+        if split not in data:
+            raise ConfigError("there is no test split; set data.test_file")
+        return data[split]
+
+    def texts(self, split: str) -> list[str]:
+        return self.split(split).texts
+
+    def labels(self, split: str) -> np.ndarray:
+        return self.split(split).labels
+
+    @property
+    def has_test(self) -> bool:
+        return "test" in self._data()
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        return {k: len(v) for k, v in self._data().items()}
+
+    @property
+    def train_texts(self) -> list[str]:
+        return self.texts("train")
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self._data()["train"].label_names)
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names)
+
+    @property
+    def task(self) -> str:
+        return self.schema.task
+
+    @property
+    def is_multilabel(self) -> bool:
+        return self.schema.is_multilabel
+
+    @property
+    def positive_index(self) -> int | None:
+        """Binary only: class id whose F1 is the headline metric (see `DataSchema`)."""
+        if self.task != "binary":
+            return None
+        return self.schema.default_positive_index(self.label_names)
+
+    def class_weights(self) -> torch.Tensor:
+        """Loss weights from train frequencies, so rare (usually hate) classes are not ignored.
+
+        Single-label: inverse class frequency normalised to mean 1 over the classes present in
+        train (a class listed in ``label_names`` but absent from train gets 0). Multilabel: the
+        BCE ``pos_weight`` = negatives / positives per label.
+        """
+        y = self.labels("train")
+        if self.is_multilabel:
+            pos = y.sum(axis=0).astype(np.float64)
+            return torch.tensor((len(y) - pos) / pos, dtype=torch.float32)
+        counts = np.bincount(y, minlength=self.num_labels).astype(np.float64)
+        inv = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
+        return torch.tensor(inv / inv[counts > 0].mean(), dtype=torch.float32)
+
+    def fingerprint(self) -> str:
+        """sha256 of the train split as used (texts in order, labels, class names, split seed).
+
+        Keys caches of per-example teacher outputs: it changes whenever any train text, label or
+        the row order changes, and not when files merely move.
+        """
+        train = self.split("train")
+        h = hashlib.sha256()
+        meta = {"task": self.task, "label_names": train.label_names, "split_seed": self.split_seed}
+        h.update(json.dumps(meta, sort_keys=True).encode())
+        for text in train.texts:
+            data = text.encode("utf-8", errors="surrogatepass")
+            h.update(len(data).to_bytes(8, "little"))
+            h.update(data)
+        h.update(np.ascontiguousarray(train.labels).tobytes())
+        return h.hexdigest()
+
+    # -- tokenization -------------------------------------------------------------------------
+
+    def set_tokenizers(self, tokenizers: Mapping[str, Any]) -> None:
+        """Register the tokenizers batches are built for, e.g. ``{"teacher": t, "student": s}``.
+
+        Keys whose tokenizers are the same object, or the same class with the same
+        ``name_or_path`` and identical vocabulary/pipeline, share one tokenization (and the same
+        tensors in each batch). Encodings of tokenizers still in use are kept across calls.
+        """
+        if not tokenizers:
+            raise ValueError("set_tokenizers needs at least one tokenizer")
+        reps: list[Any] = []
+        self._key_to_rep = {}
+        for key, tok in tokenizers.items():
+            rep = next((r for r in reps if _same_tokenizer(r, tok)), None)
+            if rep is None:
+                reps.append(tok)
+                rep = tok
+            self._key_to_rep[key] = rep
+        old = self._encodings
+        self._encodings = [(r, next((enc for t, enc in old if t is r), {})) for r in reps]
+
+    def _encoded(self, rep: Any, split: str) -> list[np.ndarray]:
+        cache = next(enc for t, enc in self._encodings if t is rep)
+        if split not in cache:
+            cache[split] = _tokenize(rep, self.texts(split), self.max_length)
+        return cache[split]
+
+    # -- loaders ------------------------------------------------------------------------------
+
+    def dataloader(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> DataLoader:
+        """Batches of one split: ``{"idx", "labels", "inputs": {key: {"input_ids", "attention_mask"}}}``."""
+        if not self._key_to_rep:
+            raise RuntimeError("no tokenizers: call set_tokenizers({...}) before requesting a dataloader")
+        split = _ALIASES.get(split, split)
+        data = self.split(split)
+        groups = []
+        for tok, _ in self._encodings:
+            keys = [k for k, r in self._key_to_rep.items() if r is tok]
+            groups.append((keys, self._encoded(tok, split), _pad_id(tok), tok.padding_side == "left"))
+        if batch_size is None:
+            batch_size = self.batch_size if split == "train" else self.eval_batch_size
+        generator = torch.Generator().manual_seed(self.split_seed) if shuffle else None
+        return DataLoader(
+            _IndexDataset(len(data)), batch_size=batch_size, shuffle=shuffle, generator=generator,
+            collate_fn=_Collate(data.labels, groups), num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self.dataloader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.dataloader("dev")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.dataloader("test")
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        """Move a batch, keeping tensors shared between tokenizer keys shared on the device too."""
+        moved: dict[int, Any] = {}
+
+        def move(x: Any) -> Any:
+            if id(x) in moved:
+                return moved[id(x)]
+            if isinstance(x, torch.Tensor):
+                out = x.to(device, non_blocking=True)
+            elif isinstance(x, dict):
+                out = {k: move(v) for k, v in x.items()}
+            else:
+                return x
+            moved[id(x)] = out
+            return out
+
+        return move(batch)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _check_dev_size(dev_size: Any) -> None:
+    ok = (isinstance(dev_size, float) and 0.0 < dev_size < 1.0) or (
+        isinstance(dev_size, int) and not isinstance(dev_size, bool) and dev_size >= 1)
+    if not ok:
+        raise ConfigError(
+            f"data.dev_size must be a fraction in (0, 1) or a row count >= 1, got {dev_size!r}"
+        )
+
+
+def _strata(data: LabeledTexts) -> np.ndarray | None:
+    """What to stratify the dev split on.
+
+    Single-label: the class. Multilabel: the rarest label that has at least 2 positives and 2
+    negatives (the rarest is the one a random split would most likely leave out of one side);
+    None (plain seeded random split) if no label qualifies.
+    """
+    if not data.is_multilabel:
+        return data.labels
+    pos = data.labels.sum(axis=0)
+    usable = [j for j in np.argsort(pos, kind="stable") if 2 <= pos[j] <= len(data) - 2]
+    return data.labels[:, usable[0]].astype(np.int64) if usable else None
+
+
+def _backend_config(tok: Any) -> str:
+    """The tokenizer's full pipeline (minus per-call truncation/padding state) as a string."""
+    backend = getattr(tok, "backend_tokenizer", None)
+    if backend is None:
+        return json.dumps(sorted(tok.get_vocab().items()))
+    cfg = json.loads(backend.to_str())
+    cfg.pop("truncation", None)
+    cfg.pop("padding", None)
+    return json.dumps(cfg, sort_keys=True)
+
+
+def _same_tokenizer(a: Any, b: Any) -> bool:
+    if a is b:
+        return True
+    if type(a) is not type(b) or getattr(a, "name_or_path", None) != getattr(b, "name_or_path", None):
+        return False
+    if len(a) != len(b) or _pad_id(a) != _pad_id(b) or a.padding_side != b.padding_side:
+        return False
+    return _backend_config(a) == _backend_config(b)
+
+
+def _pad_id(tok: Any) -> int:
+    """Padding id; models without a pad token (GPT-style) get eos/0 — masked out anyway."""
+    for candidate in (tok.pad_token_id, getattr(tok, "eos_token_id", None)):
+        if isinstance(candidate, int):
+            return candidate
+    return 0
+
+
+def _tokenize(tok: Any, texts: list[str], max_length: int) -> list[np.ndarray]:
+    """Truncated, unpadded ids; also capped at the tokenizer's own limit when it has a real one."""
+    limit = getattr(tok, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < 1_000_000:
+        max_length = min(max_length, limit)
+    out: list[np.ndarray] = []
+    for start in range(0, len(texts), _TOKENIZE_CHUNK):
+        enc = tok(texts[start:start + _TOKENIZE_CHUNK], truncation=True, max_length=max_length,
+                  padding=False, return_attention_mask=False, return_token_type_ids=False)
+        out.extend(np.asarray(ids, dtype=np.int64) for ids in enc["input_ids"])
+    return out
+
+
+class _IndexDataset(Dataset):
+    """Yields positions only; the collate function gathers everything else from arrays."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+class _Collate:
+    """Builds a batch from positions, padding each tokenization to its longest sequence."""
+
+    def __init__(self, labels: np.ndarray, groups: list[tuple[list[str], list[np.ndarray], int, bool]]):
+        self.labels = labels
+        self.groups = groups
+
+    def __call__(self, positions: list[int]) -> dict[str, Any]:
+        idx = torch.tensor(positions, dtype=torch.long)
+        labels = torch.from_numpy(self.labels[np.asarray(positions)])
+        inputs: dict[str, dict[str, torch.Tensor]] = {}
+        for keys, encoded, pad_id, left in self.groups:
+            tensors = _pad([encoded[i] for i in positions], pad_id, left)
+            for key in keys:
+                inputs[key] = tensors
+        return {"idx": idx, "labels": labels, "inputs": inputs}
+
+
+def _pad(seqs: list[np.ndarray], pad_id: int, left: bool) -> dict[str, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, s in enumerate(seqs):
+        span = slice(width - len(s), width) if left else slice(0, len(s))
+        ids[row, span] = torch.from_numpy(s)
+        mask[row, span] = 1
+    return {"input_ids": ids, "attention_mask": mask}

@@ -1,0 +1,465 @@
+"""Read one labelled split file (CSV, TSV or JSON Lines) into texts and label ids, checking every row.
+
+Why a hand-rolled reader on top of the stdlib `csv` module instead of `pandas.read_csv`: every
+problem must be reported as one line naming the file and the 1-based data row ("row N", header
+excluded), and pandas either hides the row (ragged rows, bad bytes) or silently "fixes" data
+(``"None"`` → NaN, blank labels → NaN, numeric coercion). Here all cells stay strings.
+
+Documented, accepted quirks (not errors):
+
+* a UTF-8 byte-order mark is stripped; ``\\r\\n``, ``\\n`` and mixed line endings all work;
+* whitespace around header names is stripped; blank lines are skipped (they still count as rows,
+  so "row N" is line N+1 of a file without multi-line quoted fields);
+* whitespace around labels is trimmed when ``strip_labels`` is true (the default);
+* texts are kept verbatim, however long (the tokenizer truncates to ``max_length`` later);
+* in JSON Lines numbers/booleans in label fields are read as strings (``1`` → ``"1"``,
+  ``true`` → ``"1"``) and ``null`` counts as empty.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from hate_compress.data.schema import DataSchema
+from hate_compress.errors import ConfigError, DataError
+
+FORMATS = ("auto", "csv", "tsv", "jsonl")
+_EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", ".json": "jsonl",
+               ".ndjson": "jsonl"}
+_DELIMITERS = {"csv": ",", "tsv": "\t"}
+_ONE_ZERO = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0}
+_SURROGATE = re.compile("[\udc80-\udcff]")  # undecodable bytes under errors="surrogateescape"
+
+Record = tuple[int, dict[str, str]]  # (1-based data row, {column: cell})
+
+
+@dataclass
+class LabeledTexts:
+    """One split: texts with their label encoding and the file row each came from.
+
+    ``labels`` is int64 class ids of shape (N,) for binary/multiclass and float32 0/1 of shape
+    (N, C) for multilabel. ``rows`` keeps the 1-based data row of each example so later errors
+    and reports can point back into the file.
+    """
+
+    path: Path
+    texts: list[str]
+    labels: np.ndarray
+    rows: list[int]
+    label_names: list[str]
+    task: str
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    @property
+    def is_multilabel(self) -> bool:
+        return self.task == "multilabel"
+
+    def present_labels(self) -> list[str]:
+        """Label names that occur at least once (multilabel: have at least one positive row)."""
+        if self.is_multilabel:
+            hits = self.labels.sum(axis=0) > 0 if len(self) else np.zeros(len(self.label_names), bool)
+            return [n for n, hit in zip(self.label_names, hits) if hit]
+        return [self.label_names[i] for i in sorted(set(self.labels.tolist()))]
+
+    def first_row_with(self, name: str) -> int:
+        """Row of the first example carrying label `name` (for error messages)."""
+        k = self.label_names.index(name)
+        hits = self.labels[:, k] > 0 if self.is_multilabel else self.labels == k
+        return self.rows[int(np.argmax(hits))]
+
+    def subset(self, positions: Sequence[int]) -> LabeledTexts:
+        """Examples at `positions` (in that order), e.g. one side of a train/dev split."""
+        pos = np.asarray(positions, dtype=np.int64)
+        return replace(self, texts=[self.texts[i] for i in pos], labels=self.labels[pos],
+                       rows=[self.rows[i] for i in pos])
+
+    def relabel(self, names: Sequence[str]) -> LabeledTexts:
+        """Re-encode labels against another class order (a dev file's names → the train names).
+
+        Every label present here must exist in `names`; `check_label_coverage` guarantees that.
+        """
+        names = list(names)
+        if names == self.label_names:
+            return self
+        if self.is_multilabel:
+            out = np.zeros((len(self), len(names)), dtype=np.float32)
+            for j, n in enumerate(self.label_names):
+                if n in names:
+                    out[:, names.index(n)] = self.labels[:, j]
+        else:
+            lut = np.array([names.index(n) if n in names else -1 for n in self.label_names], np.int64)
+            out = lut[self.labels] if len(self) else self.labels
+        return replace(self, labels=out, label_names=names)
+
+
+# -- public API -------------------------------------------------------------------------------
+
+
+def read_split(path: str | Path, schema: DataSchema, fmt: str = "auto",
+               label_names: Sequence[str] | None = None) -> LabeledTexts:
+    """Read and validate one split file.
+
+    `label_names` overrides ``schema.label_names`` (pass the train split's names when reading
+    dev/test so ids agree); when both are None the names are the sorted labels of this file.
+    Raises `DataError` (one line: file, row, problem, hint) for any bad file or row.
+    """
+    path = Path(path)
+    fmt = detect_format(path, fmt)
+    text = _decode(path)
+    records = _records(path, text, fmt, schema)
+    names = list(label_names) if label_names is not None else schema.label_names
+    return _Extractor(path, schema, names).run(records)
+
+
+def detect_format(path: Path, fmt: str = "auto") -> str:
+    """Resolve ``fmt="auto"`` from the extension; an unknown one is an error, not a guess."""
+    if fmt not in FORMATS:
+        raise ConfigError(f"data.format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt != "auto":
+        return fmt
+    found = _EXTENSIONS.get(path.suffix.lower())
+    if found is None:
+        raise DataError(
+            f"{path}: cannot tell the file format from the extension {path.suffix!r}; "
+            "set data.format to csv, tsv or jsonl"
+        )
+    return found
+
+
+def check_label_coverage(train: LabeledTexts, other: LabeledTexts | None = None) -> None:
+    """Fail early on label sets a classifier cannot learn or be evaluated on.
+
+    A train split with a single class (or, multilabel, a label with no positive row) gives a
+    degenerate model and infinite class weights; a label seen only in dev/test can never be
+    predicted, so its scores would be silently meaningless.
+    """
+    present = train.present_labels()
+    if train.is_multilabel:
+        missing = [n for n in train.label_names if n not in present]
+        if missing:
+            raise DataError(
+                f"{train.path}: label {missing[0]!r} has no positive row in the train split; "
+                "add examples or remove it from data.label_columns"
+            )
+    elif len(present) < 2:
+        only = present[0] if present else "none"
+        raise DataError(
+            f"{train.path}: the train split has a single class ({only!r}) in {len(train)} rows; "
+            "a classifier needs at least 2 — check data.label_column and the file"
+        )
+    if other is None:
+        return
+    for name in other.present_labels():
+        if name not in present:
+            hint = did_you_mean(name, present)
+            raise DataError(
+                f"{other.path}: row {other.first_row_with(name)}: label {name!r} never occurs in the "
+                f"train split ({train.path.name}); the model cannot learn it"
+                + (f"; {hint}" if hint else "; add training examples or remove the row")
+            )
+
+
+# -- decoding ---------------------------------------------------------------------------------
+
+
+def _decode(path: Path) -> str:
+    """UTF-8 text of `path`; undecodable bytes become surrogates so the row can be found later."""
+    if not path.exists():
+        raise DataError(f"{path}: file not found; check the data.*_file path")
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory, expected a data file")
+    raw = path.read_bytes()
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(f"{path}: file is UTF-16 encoded; re-save it as UTF-8")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # BOM written by Excel/Notepad: harmless, strip it
+    if not raw.strip():
+        raise DataError(f"{path}: file is empty ({path.stat().st_size} bytes); expected a header and data rows")
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
+def _bad_bytes_error(path: Path, where: str, cell: str) -> DataError:
+    byte = ord(_SURROGATE.search(cell).group()) - 0xDC00
+    return DataError(
+        f"{path}: {where}: bytes are not valid UTF-8 (first bad byte 0x{byte:02x}); the file is "
+        "probably Latin-1/Windows-1252 — re-save it as UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+    )
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+def _records(path: Path, text: str, fmt: str, schema: DataSchema) -> list[Record]:
+    parse = _jsonl_records if fmt == "jsonl" else _delimited_records
+    records = list(parse(path, text, fmt, schema))
+    if not records:
+        raise DataError(f"{path}: has a header but no data rows")
+    return records
+
+
+@contextmanager
+def _field_limit(size: int) -> Iterator[None]:
+    """Let one field be as long as the whole file (the stdlib default caps it at 128 KiB)."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(max(old, size + 1))
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _delimited_records(path: Path, text: str, fmt: str, schema: DataSchema) -> Iterator[Record]:
+    delimiter = _DELIMITERS[fmt]
+    with _field_limit(len(text)):
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        header = next((r for r in reader if r), None)
+        if header is None:
+            raise DataError(f"{path}: file is empty; expected a header and data rows")
+        header = [h.strip() for h in header]
+        if any(_SURROGATE.search(h) for h in header):
+            raise _bad_bytes_error(path, "header", next(h for h in header if _SURROGATE.search(h)))
+        index = _check_header(path, header, fmt, schema)
+        row = 0
+        while True:
+            row += 1
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                raise DataError(f"{path}: row {row}: cannot parse ({exc})") from None
+            if not fields:
+                continue  # blank line
+            bad = next((f for f in fields if _SURROGATE.search(f)), None)
+            if bad is not None:
+                raise _bad_bytes_error(path, f"row {row}", bad)
+            if len(fields) != len(header):
+                raise DataError(
+                    f"{path}: row {row} has {len(fields)} fields but the header has {len(header)}; "
+                    f"a field probably contains an unquoted {_DELIMITER_NAMES[fmt]} or an unbalanced "
+                    'quote (") — quote that field'
+                )
+            yield row, {col: fields[i] for col, i in index.items()}
+
+
+_DELIMITER_NAMES = {"csv": "comma", "tsv": "tab"}
+_SEPARATORS = (("\t", "tab-separated", "set data.format=tsv"),
+               (",", "comma-separated", "set data.format=csv"),
+               (";", "semicolon-separated", "re-save it as CSV (comma) or TSV"))
+
+
+def _check_header(path: Path, header: list[str], fmt: str, schema: DataSchema) -> dict[str, int]:
+    """Column positions of the schema's columns, or an error explaining what is wrong."""
+    if len(header) == 1:
+        for sep, looks, fix in _SEPARATORS:
+            if sep != _DELIMITERS[fmt] and sep in header[0]:
+                raise DataError(
+                    f"{path}: the header is a single column {header[0]!r} read as {fmt}; the file "
+                    f"looks {looks}; {fix}"
+                )
+    dups = sorted({h for h in header if header.count(h) > 1})
+    if dups:
+        raise DataError(
+            f"{path}: duplicated column name(s) in the header: {', '.join(map(repr, dups))}; "
+            "rename them so every column is unique"
+        )
+    _check_columns(path, header, schema, where="")
+    return {col: header.index(col) for col in schema.required_columns}
+
+
+def _check_columns(path: Path, found: Sequence[str], schema: DataSchema, where: str) -> None:
+    missing = [c for c in schema.required_columns if c not in found]
+    if not missing:
+        return
+    what = "key" if where else "column"
+    parts = []
+    for col in missing:
+        key = "text_column" if col == schema.text_column else (
+            "label_columns" if schema.label_columns else "label_column")
+        hint = did_you_mean(col, found)
+        parts.append(f"{col!r} (data.{key})" + (f" — {hint}" if hint else ""))
+    raise DataError(
+        f"{path}: {where}missing {what}{'s' if len(missing) > 1 else ''} {', '.join(parts)}; "
+        f"{what}s found: {list(found)}" + ("" if where else " (does the file have a header row?)")
+    )
+
+
+def _jsonl_records(path: Path, text: str, fmt: str, schema: DataSchema) -> Iterator[Record]:
+    if text.lstrip().startswith("["):
+        raise DataError(f"{path}: is a JSON array; expected JSON Lines (one object per line)")
+    for row, line in enumerate(text.split("\n"), start=1):
+        if not line.strip():
+            continue
+        if _SURROGATE.search(line):
+            raise _bad_bytes_error(path, f"row {row}", line)
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}: row {row}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: row {row}: expected a JSON object, got {type(obj).__name__}")
+        _check_columns(path, list(obj), schema, where=f"row {row}: ")
+        yield row, {col: _json_cell(path, row, col, obj[col]) for col in schema.required_columns}
+
+
+def _json_cell(path: Path, row: int, col: str, value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (str, int, float)):
+        return str(value)
+    raise DataError(f"{path}: row {row}: key {col!r} holds a {type(value).__name__}; expected a string")
+
+
+# -- labels -----------------------------------------------------------------------------------
+
+
+def did_you_mean(value: str, names: Sequence[str]) -> str:
+    """'did you mean' hint for a label/column that differs from a known one by case or spacing."""
+    folded = {n.strip().casefold(): n for n in names}
+    hit = folded.get(value.strip().casefold())
+    if hit is not None and hit != value:
+        why = "labels are case-sensitive" if hit.strip() != value.strip() else "stray whitespace"
+        return f"did you mean {hit!r}? ({why})"
+    close = difflib.get_close_matches(value, list(names), n=1, cutoff=0.8)
+    return f"did you mean {close[0]!r}?" if close else ""
+
+
+class _Extractor:
+    """Turns validated records into texts and label arrays for one file."""
+
+    def __init__(self, path: Path, schema: DataSchema, names: list[str] | None):
+        self.path, self.schema, self.names = path, schema, names
+
+    def fail(self, row: int, problem: str) -> DataError:
+        return DataError(f"{self.path}: row {row}: {problem}")
+
+    def run(self, records: list[Record]) -> LabeledTexts:
+        s = self.schema
+        texts, rows = [], []
+        for row, rec in records:
+            if not rec[s.text_column].strip():
+                raise self.fail(row, f"text in column {s.text_column!r} is empty or whitespace-only; "
+                                     "fill it in or remove the row")
+            texts.append(rec[s.text_column])
+            rows.append(row)
+        if s.label_columns:
+            names, labels = list(s.label_columns), self._zero_one(records)
+        elif s.is_multilabel:
+            names, labels = self._delimited(records)
+        else:
+            names, labels = self._single(records)
+        return LabeledTexts(self.path, texts, labels, rows, names, s.task)
+
+    def _cell(self, row: int, col: str, value: str) -> str:
+        if not value.strip():
+            raise self.fail(row, f"label in column {col!r} is empty; fill it in or remove the row")
+        return value.strip() if self.schema.strip_labels else value
+
+    def _zero_one(self, records: list[Record]) -> np.ndarray:
+        out = np.zeros((len(records), len(self.schema.label_columns)), dtype=np.float32)
+        for i, (row, rec) in enumerate(records):
+            for j, col in enumerate(self.schema.label_columns):
+                cell = self._cell(row, col, rec[col]).strip()
+                if cell not in _ONE_ZERO:
+                    raise self.fail(row, f"column {col!r} must be 0 or 1 (multilabel), got {cell!r}")
+                out[i, j] = _ONE_ZERO[cell]
+        return out
+
+    def _delimited(self, records: list[Record]) -> tuple[list[str], np.ndarray]:
+        col, delim = self.schema.label_column, self.schema.label_delimiter
+        sets = []
+        for row, rec in records:
+            pieces = [p.strip() if self.schema.strip_labels else p
+                      for p in self._cell(row, col, rec[col]).split(delim)]
+            pieces = [p for p in pieces if p.strip()]
+            if not pieces:
+                raise self.fail(row, f"label in column {col!r} has no labels between the {delim!r} delimiters")
+            sets.append((row, pieces))
+        names = self._names([(r, p) for r, ps in sets for p in ps])
+        lookup = {n: i for i, n in enumerate(names)}
+        out = np.zeros((len(sets), len(names)), dtype=np.float32)
+        for i, (row, pieces) in enumerate(sets):
+            for p in pieces:
+                out[i, self._index(row, p, lookup)] = 1.0
+        return names, out
+
+    def _single(self, records: list[Record]) -> tuple[list[str], np.ndarray]:
+        col = self.schema.label_column
+        values = [(row, self._cell(row, col, rec[col])) for row, rec in records]
+        if self.schema.binary_from is not None:
+            values = [(row, self._binarise(row, v)) for row, v in values]
+        names = self._names(values)
+        lookup = {n: i for i, n in enumerate(names)}
+        ids = np.array([self._index(row, v, lookup) for row, v in values], dtype=np.int64)
+        return names, ids
+
+    def _binarise(self, row: int, value: str) -> str:
+        spec, col = self.schema.binary_from, self.schema.label_column
+        if value in spec["negative"]:
+            return spec["negative_name"]
+        if spec["positive"]:
+            if value in spec["positive"]:
+                return spec["positive_name"]
+            hint = did_you_mean(value, spec["negative"] + spec["positive"])
+            raise self.fail(row, f"label {value!r} in column {col!r} is in neither binary_from.negative "
+                                 f"nor binary_from.positive" + (f"; {hint}" if hint else ""))
+        hint = did_you_mean(value, spec["negative"])
+        if hint:  # 'none' vs 'None' would otherwise silently count as hate
+            raise self.fail(row, f"label {value!r} in column {col!r} is not a binary_from.negative value "
+                                 f"and would count as positive; {hint}")
+        return spec["positive_name"]
+
+    def _names(self, values: list[tuple[int, str]]) -> list[str]:
+        """The given class order, or the sorted labels of this file after sanity checks."""
+        if self.names is not None:
+            return list(self.names)
+        col = self.schema.label_column
+        counts = Counter(v for _, v in values)
+        first_row = {}
+        for row, v in values:
+            first_row.setdefault(v, row)
+        by_fold: dict[str, list[str]] = {}
+        for v in counts:
+            by_fold.setdefault(v.strip().casefold(), []).append(v)
+        for variants in by_fold.values():
+            if len(variants) > 1:
+                canon = max(variants, key=lambda v: (counts[v], v))
+                odd = min((v for v in variants if v != canon), key=lambda v: first_row[v])
+                raise self.fail(first_row[odd], f"label {odd!r} in column {col!r} differs from {canon!r} "
+                                                f"({counts[canon]} rows) only in case or spacing; did you "
+                                                f"mean {canon!r}? (or list both in data.label_names)")
+        names = sorted(counts)
+        if self.schema.task == "binary":
+            self._check_binary(names, first_row)
+        return names
+
+    def _check_binary(self, names: list[str], first_row: dict[str, int]) -> None:
+        if len(names) > 2:
+            third = sorted(names, key=lambda n: first_row[n])[2]
+            raise self.fail(first_row[third], f"task=binary but column {self.schema.label_column!r} has "
+                                              f"{len(names)} labels ({', '.join(names)}); use "
+                                              "task=multiclass or data.binary_from")
+
+    def _index(self, row: int, value: str, lookup: dict[str, int]) -> int:
+        if value in lookup:
+            return lookup[value]
+        hint = did_you_mean(value, list(lookup))
+        raise self.fail(row, f"unknown label {value!r} in column {self.schema.label_column!r} "
+                             f"(known labels: {', '.join(lookup)})" + (f"; {hint}" if hint else ""))
