@@ -247,12 +247,18 @@ def _delimited_records(path: Path, text: str, fmt: str, schema: DataSchema) -> I
             if bad is not None:
                 raise _bad_bytes_error(path, f"row {row}", bad)
             if len(fields) != len(header):
-                raise DataError(
-                    f"{path}: row {row} has {len(fields)} fields but the header has {len(header)}; "
-                    f"a field probably contains an unquoted {_DELIMITER_NAMES[fmt]} or an unbalanced "
-                    'quote (") — quote that field'
-                )
+                raise _ragged_error(path, row, len(fields), len(header), fmt)
             yield row, {col: fields[i] for col, i in index.items()}
+
+
+def _ragged_error(path: Path, row: int, n_fields: int, n_header: int, fmt: str) -> DataError:
+    if n_fields > n_header:
+        why = (f"a field probably contains an unquoted {_DELIMITER_NAMES[fmt]} — put that field in "
+               'double quotes')
+    else:
+        why = 'a field is missing, or an unbalanced quote (") joined it with the next line'
+    return DataError(f"{path}: row {row} has {n_fields} field{'s' if n_fields != 1 else ''} but the "
+                     f"header has {n_header}; {why}")
 
 
 _DELIMITER_NAMES = {"csv": "comma", "tsv": "tab"}
@@ -335,7 +341,7 @@ def did_you_mean(value: str, names: Sequence[str]) -> str:
     folded = {n.strip().casefold(): n for n in names}
     hit = folded.get(value.strip().casefold())
     if hit is not None and hit != value:
-        why = "labels are case-sensitive" if hit.strip() != value.strip() else "stray whitespace"
+        why = "case differs" if hit.strip() != value.strip() else "stray whitespace"
         return f"did you mean {hit!r}? ({why})"
     close = difflib.get_close_matches(value, list(names), n=1, cutoff=0.8)
     return f"did you mean {close[0]!r}?" if close else ""
