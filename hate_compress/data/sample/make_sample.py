@@ -97,7 +97,10 @@ def write(path: Path, rows: list[tuple[str, str]]) -> None:
         w.writerows(rows)
 
 
-def main(out_dir: Path = Path(__file__).resolve().parent) -> None:
+HERE = Path(__file__).resolve().parent
+
+
+def main(out_dir: Path = HERE) -> None:
     rng, seen = random.Random(SEED), set()
     write(out_dir / "synthetic_train.csv", generate(N_TRAIN, rng, seen))
     write(out_dir / "synthetic_test.csv", generate(N_TEST, rng, seen))
