@@ -1,0 +1,166 @@
+"""What a compressed model costs: parameters, bytes on disk, CPU latency.
+
+These numbers go into the report next to F1, so they have to be comparable across methods:
+
+* parameters are *logical* counts — a 4-bit weight packed two-per-byte or an int8 tensor
+  subclass counts as many parameters as the float matrix it replaces, so quantization never
+  looks like pruning;
+* sizes are real bytes on disk in MB with 1 MB = 1e6 bytes (the SI unit, as `ls -l --si` and
+  most papers report), never an estimate from dtypes;
+* latency is the median of at least 20 timed forwards after warm-up, with a fixed thread count
+  (the default would use every core, which is neither reproducible nor what a deployment gets).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import statistics
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from hate_compress.errors import ConfigError
+
+MB = 1e6
+WEIGHTS_FILE = "model.safetensors"
+MIN_RUNS = 20
+
+
+# ---------------------------------------------------------------------------------------------
+# parameters
+
+
+def _is_4bit(param: torch.Tensor) -> bool:
+    return getattr(param, "quant_state", None) is not None and hasattr(param, "blocksize")
+
+
+def _dense_4bit(param: torch.Tensor) -> torch.Tensor:
+    """Dequantized bitsandbytes weight; undoes bnb's CPU repacking on a copy if it happened."""
+    from bitsandbytes import functional as bnbf
+
+    data, state = param.data, param.quant_state
+    if getattr(state, "packing_format_for_cpu", False):
+        data, state = bnbf._convert_weight_packed_for_cpu_inverse(data.clone(), copy.deepcopy(state))
+    return bnbf.dequantize_4bit(data, state)
+
+
+def _logical_numel(param: torch.Tensor) -> int:
+    if _is_4bit(param):
+        return int(torch.Size(param.quant_state.shape).numel())
+    return param.numel()  # torchao subclasses report the logical shape already
+
+
+def _nonzero(param: torch.Tensor) -> int:
+    with torch.no_grad():
+        if _is_4bit(param):
+            return int(torch.count_nonzero(_dense_4bit(param)))
+        if type(param) not in (torch.Tensor, nn.Parameter) and hasattr(param, "dequantize"):
+            return int(torch.count_nonzero(param.dequantize()))
+        return int(torch.count_nonzero(param.detach()))
+
+
+def count_parameters(model: nn.Module) -> dict[str, float]:
+    """`params_total`, `params_nonzero` and `sparsity` (fraction of zero weights).
+
+    Zeros are counted on the dequantized values, so pruned weights stay zero after quantization.
+    Tied weights are counted once (`parameters()` deduplicates them).
+    """
+    total = nonzero = 0
+    for param in model.parameters():
+        total += _logical_numel(param)
+        nonzero += _nonzero(param)
+    return {
+        "params_total": total,
+        "params_nonzero": nonzero,
+        "sparsity": 1.0 - nonzero / total if total else 0.0,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# size on disk
+
+
+def artifact_size_mb(directory: str | os.PathLike, *, weights_only: bool = False) -> float:
+    """Bytes of every regular file under `directory` (recursively), or of its weights file, in MB.
+
+    The whole directory is what a user downloads (tokenizer and config included); the weights
+    file alone is what compression changes, so the report shows both.
+    """
+    directory = Path(directory)
+    if weights_only:
+        path = directory / WEIGHTS_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no weights file")
+        return path.stat().st_size / MB
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: not a directory")
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file()) / MB
+
+
+def weights_size_mb(directory: str | os.PathLike) -> float:
+    return artifact_size_mb(directory, weights_only=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# latency
+
+
+def batch_of(example_inputs: Mapping[str, torch.Tensor], batch_size: int) -> dict[str, torch.Tensor]:
+    """Repeat (or cut) real example rows to `batch_size`, so every size sees the same texts."""
+    first = next(iter(example_inputs.values()))
+    index = torch.arange(batch_size) % first.shape[0]
+    return {k: v[index].contiguous() for k, v in example_inputs.items()}
+
+
+def measure_latency(
+    model: nn.Module,
+    example_inputs: Mapping[str, torch.Tensor],
+    batch_sizes: Iterable[int] = (1, 32),
+    runs: int = 20,
+    warmup: int = 5,
+    threads: int = 1,
+) -> dict[str, float]:
+    """Median forward time in ms per batch size: ``{"latency_ms_b1": ..., "latency_ms_b32": ...}``.
+
+    `example_inputs` is a tokenized batch of real texts (`input_ids`, `attention_mask`), because
+    sequence length — not the vocabulary — drives the cost. Runs under `inference_mode` in eval
+    mode; thread count and training flag are restored afterwards even on error.
+    """
+    if runs < MIN_RUNS:
+        raise ConfigError(f"measure.runs={runs}: need at least {MIN_RUNS} timed runs for a median")
+    if warmup < 0 or threads < 1:
+        raise ConfigError(f"measure.warmup={warmup}/measure.threads={threads}: must be >= 0 / >= 1")
+    if not example_inputs or any(v.shape[0] == 0 for v in example_inputs.values()):
+        raise ConfigError("measure: example_inputs must be a non-empty tokenized batch")
+    previous_threads = torch.get_num_threads()
+    was_training = model.training
+    results: dict[str, float] = {}
+    try:
+        torch.set_num_threads(int(threads))
+        model.eval()
+        with torch.inference_mode():
+            for batch_size in batch_sizes:
+                inputs = batch_of(example_inputs, int(batch_size))
+                for _ in range(warmup):
+                    model(**inputs)
+                times = []
+                for _ in range(runs):
+                    start = time.perf_counter()
+                    model(**inputs)
+                    times.append((time.perf_counter() - start) * 1000.0)
+                results[f"latency_ms_b{int(batch_size)}"] = statistics.median(times)
+    finally:
+        torch.set_num_threads(previous_threads)
+        model.train(was_training)
+    return results
+
+
+def speedup(teacher_ms: float, student_ms: float) -> float:
+    """How many times faster the student is (> 1 = faster)."""
+    if not student_ms > 0 or not teacher_ms > 0:
+        raise ValueError(f"latencies must be positive (teacher {teacher_ms}, student {student_ms})")
+    return teacher_ms / student_ms
