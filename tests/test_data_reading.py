@@ -119,6 +119,15 @@ def test_jsonl_missing_key_names_row(tmp_path):
         read_split(path, DataSchema())
 
 
+def test_row_after_multiline_field_also_names_the_line(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text('text,label\na,X\n"zwei\nZeilen",Y\n\nc,Z\n', encoding="utf-8")
+    data = read_split(path, DataSchema(task="multiclass"))
+    assert data.rows == [1, 2, 4] and data.texts[1] == "zwei\nZeilen"
+    with pytest.raises(DataError, match=r"d\.csv: row 4 \(line 6\): unknown label 'Z'"):
+        read_split(path, DataSchema(task="multiclass", label_names=["X", "Y"]))
+
+
 def test_explicit_format_overrides_extension(tmp_path):
     path = tmp_path / "data.txt"
     path.write_text("text\tlabel\na\tX\nb\tY\n", encoding="utf-8")

@@ -16,7 +16,7 @@ from transformers import PreTrainedTokenizerFast
 
 import hate_compress.data.datamodule as dm_module
 from hate_compress.data import HateDataModule, sample_dir
-from hate_compress.errors import ConfigError
+from hate_compress.errors import ConfigError, DataError
 
 TRAIN = sample_dir() / "synthetic_train.csv"
 TEST = sample_dir() / "synthetic_test.csv"
@@ -85,7 +85,7 @@ def test_properties(dm):
 
 
 def test_dev_size_too_small_for_classes_is_reported():
-    with pytest.raises(Exception, match=r"synthetic_train\.csv: data\.dev_size=1 gives 1 of 400 rows"):
+    with pytest.raises(DataError, match=r"synthetic_train\.csv: data\.dev_size=1 gives 1 of 400 rows"):
         HateDataModule(TRAIN, dev_size=1).setup()
     with pytest.raises(ConfigError, match="data.dev_size"):
         HateDataModule(TRAIN, dev_size=1.5)

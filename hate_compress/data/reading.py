@@ -9,7 +9,8 @@ Documented, accepted quirks (not errors):
 
 * a UTF-8 byte-order mark is stripped; ``\\r\\n``, ``\\n`` and mixed line endings all work;
 * whitespace around header names is stripped; blank lines are skipped (they still count as rows,
-  so "row N" is line N+1 of a file without multi-line quoted fields);
+  so "row N" is line N+1 of the file; after a quoted multi-line field messages say
+  "row N (line L)");
 * whitespace around labels is trimmed when ``strip_labels`` is true (the default);
 * texts are kept verbatim, however long (the tokenizer truncates to ``max_length`` later);
 * in JSON Lines numbers/booleans in label fields are read as strings (``1`` → ``"1"``,
@@ -41,7 +42,8 @@ _DELIMITERS = {"csv": ",", "tsv": "\t"}
 _ONE_ZERO = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0}
 _SURROGATE = re.compile("[\udc80-\udcff]")  # undecodable bytes under errors="surrogateescape"
 
-Record = tuple[int, dict[str, str]]  # (1-based data row, {column: cell})
+Record = tuple[int, str, dict[str, str]]  # (1-based data row, "row N" or "row N (line L)", cells)
+Cells = tuple[int, dict[str, str]]  # (1-based data row, {column: cell})
 
 
 @dataclass
@@ -235,29 +237,31 @@ def _delimited_records(path: Path, text: str, fmt: str, schema: DataSchema) -> I
         row = 0
         while True:
             row += 1
+            line = reader.line_num + 1  # where this record starts; differs from row+1 after a
+            where = f"row {row}" if line == row + 1 else f"row {row} (line {line})"  # multi-line field
             try:
                 fields = next(reader)
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise DataError(f"{path}: row {row}: cannot parse ({exc})") from None
+                raise DataError(f"{path}: {where}: cannot parse ({exc})") from None
             if not fields:
                 continue  # blank line
             bad = next((f for f in fields if _SURROGATE.search(f)), None)
             if bad is not None:
-                raise _bad_bytes_error(path, f"row {row}", bad)
+                raise _bad_bytes_error(path, where, bad)
             if len(fields) != len(header):
-                raise _ragged_error(path, row, len(fields), len(header), fmt)
-            yield row, {col: fields[i] for col, i in index.items()}
+                raise _ragged_error(path, where, len(fields), len(header), fmt)
+            yield row, where, {col: fields[i] for col, i in index.items()}
 
 
-def _ragged_error(path: Path, row: int, n_fields: int, n_header: int, fmt: str) -> DataError:
+def _ragged_error(path: Path, where: str, n_fields: int, n_header: int, fmt: str) -> DataError:
     if n_fields > n_header:
         why = (f"a field probably contains an unquoted {_DELIMITER_NAMES[fmt]} — put that field in "
                'double quotes')
     else:
         why = 'a field is missing, or an unbalanced quote (") joined it with the next line'
-    return DataError(f"{path}: row {row} has {n_fields} field{'s' if n_fields != 1 else ''} but the "
+    return DataError(f"{path}: {where} has {n_fields} field{'s' if n_fields != 1 else ''} but the "
                      f"header has {n_header}; {why}")
 
 
@@ -269,13 +273,11 @@ _SEPARATORS = (("\t", "tab-separated", "set data.format=tsv"),
 
 def _check_header(path: Path, header: list[str], fmt: str, schema: DataSchema) -> dict[str, int]:
     """Column positions of the schema's columns, or an error explaining what is wrong."""
-    if len(header) == 1:
+    if any(c not in header for c in schema.required_columns):  # wrong delimiter? say so first
         for sep, looks, fix in _SEPARATORS:
-            if sep != _DELIMITERS[fmt] and sep in header[0]:
-                raise DataError(
-                    f"{path}: the header is a single column {header[0]!r} read as {fmt}; the file "
-                    f"looks {looks}; {fix}"
-                )
+            if sep != _DELIMITERS[fmt] and any(sep in h for h in header):
+                shape = f"a single column {header[0]!r}" if len(header) == 1 else f"columns {header}"
+                raise DataError(f"{path}: the header read as {fmt} is {shape}; the file looks {looks}; {fix}")
     dups = sorted({h for h in header if header.count(h) > 1})
     if dups:
         raise DataError(
@@ -318,7 +320,7 @@ def _jsonl_records(path: Path, text: str, fmt: str, schema: DataSchema) -> Itera
         if not isinstance(obj, dict):
             raise DataError(f"{path}: row {row}: expected a JSON object, got {type(obj).__name__}")
         _check_columns(path, list(obj), schema, where=f"row {row}: ")
-        yield row, {col: _json_cell(path, row, col, obj[col]) for col in schema.required_columns}
+        yield row, f"row {row}", {col: _json_cell(path, row, col, obj[col]) for col in schema.required_columns}
 
 
 def _json_cell(path: Path, row: int, col: str, value: object) -> str:
@@ -352,25 +354,28 @@ class _Extractor:
 
     def __init__(self, path: Path, schema: DataSchema, names: list[str] | None):
         self.path, self.schema, self.names = path, schema, names
+        self.where: dict[int, str] = {}
 
     def fail(self, row: int, problem: str) -> DataError:
-        return DataError(f"{self.path}: row {row}: {problem}")
+        return DataError(f"{self.path}: {self.where.get(row, f'row {row}')}: {problem}")
 
     def run(self, records: list[Record]) -> LabeledTexts:
         s = self.schema
+        self.where = {row: where for row, where, _ in records if where != f"row {row}"}
+        cells = [(row, rec) for row, _, rec in records]
         texts, rows = [], []
-        for row, rec in records:
+        for row, rec in cells:
             if not rec[s.text_column].strip():
                 raise self.fail(row, f"text in column {s.text_column!r} is empty or whitespace-only; "
                                      "fill it in or remove the row")
             texts.append(rec[s.text_column])
             rows.append(row)
         if s.label_columns:
-            names, labels = list(s.label_columns), self._zero_one(records)
+            names, labels = list(s.label_columns), self._zero_one(cells)
         elif s.is_multilabel:
-            names, labels = self._delimited(records)
+            names, labels = self._delimited(cells)
         else:
-            names, labels = self._single(records)
+            names, labels = self._single(cells)
         return LabeledTexts(self.path, texts, labels, rows, names, s.task)
 
     def _cell(self, row: int, col: str, value: str) -> str:
@@ -378,7 +383,7 @@ class _Extractor:
             raise self.fail(row, f"label in column {col!r} is empty; fill it in or remove the row")
         return value.strip() if self.schema.strip_labels else value
 
-    def _zero_one(self, records: list[Record]) -> np.ndarray:
+    def _zero_one(self, records: list[Cells]) -> np.ndarray:
         out = np.zeros((len(records), len(self.schema.label_columns)), dtype=np.float32)
         for i, (row, rec) in enumerate(records):
             for j, col in enumerate(self.schema.label_columns):
@@ -388,7 +393,7 @@ class _Extractor:
                 out[i, j] = _ONE_ZERO[cell]
         return out
 
-    def _delimited(self, records: list[Record]) -> tuple[list[str], np.ndarray]:
+    def _delimited(self, records: list[Cells]) -> tuple[list[str], np.ndarray]:
         col, delim = self.schema.label_column, self.schema.label_delimiter
         sets = []
         for row, rec in records:
@@ -406,7 +411,7 @@ class _Extractor:
                 out[i, self._index(row, p, lookup)] = 1.0
         return names, out
 
-    def _single(self, records: list[Record]) -> tuple[list[str], np.ndarray]:
+    def _single(self, records: list[Cells]) -> tuple[list[str], np.ndarray]:
         col = self.schema.label_column
         values = [(row, self._cell(row, col, rec[col])) for row, rec in records]
         if self.schema.binary_from is not None:
