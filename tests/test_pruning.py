@@ -7,7 +7,7 @@ import copy
 import lightning as L
 import pytest
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from torch import nn
 from torch.nn import functional as F
 from transformers import BertConfig, BertModel
@@ -184,12 +184,13 @@ class SparsitySpy(Callback):
         self.seen.append(P.sparsity_report(pl_module.model)["prunable_sparsity"])
 
 
-def fit(callbacks, model, steps=8, batches=None):
+def fit(callbacks, model, steps=8, batches=None, ckpt_path=None):
     loader = torch.utils.data.DataLoader(batches or make_batches(4), batch_size=None)
+    checkpointing = any(isinstance(c, ModelCheckpoint) for c in callbacks)
     trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False,
-                        enable_checkpointing=False, enable_progress_bar=False,
+                        enable_checkpointing=checkpointing, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=callbacks)
-    trainer.fit(TinyModule(model), train_dataloaders=loader)
+    trainer.fit(TinyModule(model), train_dataloaders=loader, ckpt_path=ckpt_path)
     return trainer
 
 
@@ -218,6 +219,26 @@ def test_gradual_every_and_end_fraction_one_still_reach_target():
     assert spy.seen[1] == spy.seen[2] == 0.0  # only updated on the Δt grid
     assert spy.seen[3] == pytest.approx(P.cubic_sparsity(3, 8, 0.0, 0.5, 0, 7 / 8), abs=0.01)
     assert spy.seen[-1] == pytest.approx(0.5, abs=0.01)
+
+
+def test_checkpoints_hold_plain_weights_and_resume_keeps_the_zeros(tmp_path):
+    def callbacks():
+        return [P.PruningCallback("gradual", 0.6, end_fraction=0.25, every=1),
+                ModelCheckpoint(dirpath=tmp_path, filename="{step}", every_n_train_steps=4,
+                                save_top_k=-1)]
+
+    fit(callbacks(), tiny_model(), steps=8)
+    ckpt = tmp_path / "step=4.ckpt"
+    state = torch.load(ckpt, map_location="cpu", weights_only=True)["state_dict"]
+    assert not any(k.endswith(("_orig", "_mask")) for k in state)
+    plain = TinyModule(tiny_model(seed=3))
+    plain.load_state_dict(state)  # strict: a model that never heard of pruning
+    assert P.sparsity_report(plain.model)["prunable_sparsity"] == pytest.approx(0.6, abs=0.01)
+    # resume an "interrupted" run from step 4: the schedule is over, only the masks keep zeros
+    spy = SparsitySpy()
+    fit(callbacks() + [spy], tiny_model(seed=3), steps=8, ckpt_path=str(ckpt))
+    assert len(spy.seen) == 4
+    assert all(s == pytest.approx(0.6, abs=0.01) for s in spy.seen)
 
 
 # --------------------------------------------------------------------------- wanda

@@ -570,6 +570,7 @@ class PruningCallback(Callback):
         self.report: dict | None = None
         self._pending = False
         self._applied = False  # a second fit() with the same callback must not prune again
+        self._resumed = False
         self._last_step = -1
         self._total = 0
 
@@ -599,6 +600,44 @@ class PruningCallback(Callback):
         """Last batch index is total-1: end_fraction=1 must still reach the target in training."""
         return min(round(self.end_fraction * self._total), max(self._total - 1, 1))
 
+    def _reinstall_masks(self, pl_module) -> None:
+        """After a resume the checkpoint holds plain masked weights (see `on_save_checkpoint`):
+        their zeros are the masks, reinstalled so fine-tuning cannot regrow them."""
+        self._resumed = False
+        if not self._applied:
+            return
+        targets = prunable_linears(self._model(pl_module), self.include_embeddings,
+                                   self.include_head)
+        apply_masks(targets, {name: effective_weight(m) != 0 for name, m in targets})
+
+    # -- checkpoints
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"applied": self._applied, "current_sparsity": self.current_sparsity,
+                "last_step": self._last_step, "every": self.every}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._applied = bool(state_dict.get("applied", False))
+        self.current_sparsity = state_dict.get("current_sparsity")
+        self._last_step = int(state_dict.get("last_step", -1))
+        self.every = state_dict.get("every", self.every)
+        self._resumed = True
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        """Checkpoints store ``weight`` = weight_orig · weight_mask, never the reparametrisation.
+
+        So `best.ckpt` loads into the plain model left after `on_fit_end`, into a fresh model,
+        or into anything else that never heard of pruning; a resumed fit rebuilds the masks
+        from the zeros.
+        """
+        state = checkpoint.get("state_dict")
+        if not state:
+            return
+        for key in [k for k in state if k.endswith("_orig")]:
+            base = key[: -len("_orig")]
+            if base + "_mask" in state:
+                state[base] = state.pop(key) * state.pop(base + "_mask")
+
     # -- hooks
 
     def setup(self, trainer, pl_module, stage: str) -> None:
@@ -612,7 +651,11 @@ class PruningCallback(Callback):
             self.report = result
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        if self.pruner.structural or (self._applied and not self.pruner.gradual):
+        if self.pruner.structural:
+            return
+        if self._resumed:
+            self._reinstall_masks(pl_module)
+        if self._applied and not self.pruner.gradual:
             return
         if self.pruner.gradual:
             self._total = int(trainer.estimated_stepping_batches)
