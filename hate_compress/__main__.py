@@ -1,0 +1,24 @@
+"""`python -m hate_compress [group=option ...]`: the Hydra entry point (kept thin on purpose)."""
+
+from __future__ import annotations
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig
+
+import hate_compress.resolvers  # noqa: F401
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> float | None:
+    from hate_compress.app import guarded_run
+    from hate_compress.summary import objective
+
+    hc = HydraConfig.get()
+    metrics = guarded_run(cfg, hc.runtime.output_dir, multirun=hc.mode == RunMode.MULTIRUN)
+    return objective(metrics)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,149 @@
+"""Where a student's teacher outputs come from: a live frozen teacher, or a disk cache.
+
+With only logit (and pooled-hidden) terms the teacher's outputs on the training set do not
+change between epochs, students or runs, so they are computed once and stored in safetensors,
+keyed by a hash of the teacher weights, the data, the tokenizer, the max length and the pooling.
+Token-level hidden or attention terms (or augmented data) need the live teacher.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from hate_compress.kd.outputs import ModelOutputs
+from hate_compress.models.classifier import HateClassifier, pool
+
+log = logging.getLogger(__name__)
+
+CACHEABLE_NEEDS = frozenset({"teacher_logits", "teacher_pooled"})
+
+
+def freeze(model: HateClassifier) -> HateClassifier:
+    """Eval mode (no dropout) and no gradients: the teacher is a fixed function during KD."""
+    model.eval()
+    model.requires_grad_(False)
+    return model
+
+
+class LiveTeacher:
+    def __init__(self, model: HateClassifier, key: str, *, hidden: bool, attentions: bool):
+        self.model = freeze(model)
+        self.key, self.hidden, self.attentions = key, hidden, attentions
+
+    def outputs(self, batch, split: str) -> ModelOutputs:
+        inputs = batch["inputs"][self.key]
+        device = inputs["input_ids"].device
+        if next(self.model.parameters()).device != device:
+            self.model.to(device)
+        self.model.eval()  # Lightning's train() calls never reach it (not a submodule)
+        with torch.no_grad():
+            return self.model(inputs["input_ids"], inputs["attention_mask"],
+                              output_hidden_states=self.hidden,
+                              output_attentions=self.attentions)
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def tokenizer_fingerprint(tokenizer) -> str:
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_key(*parts: str) -> str:
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
+
+
+class CachedTeacher:
+    """Teacher outputs looked up by each example's `idx` in its split.
+
+    Cached `hidden_states` hold one pooled vector per layer as a length-1 sequence, so the
+    pooled path of the hidden term (CLS of a 1-token sequence, or its mean) returns exactly the
+    stored vector: the term needs no special case for cached teachers."""
+
+    def __init__(self, tensors: dict[str, Tensor]):
+        self.tensors = tensors
+
+    @classmethod
+    def build(
+        cls,
+        teacher: HateClassifier,
+        loaders: dict[str, object],
+        key: str,
+        path: Path,
+        *,
+        pooling: str | None,
+    ) -> CachedTeacher:
+        path = Path(path)
+        if path.exists():
+            log.info("teacher outputs: reusing cache %s", path)
+            return cls(load_file(str(path)))
+        log.info("teacher outputs: computing once for %s -> %s", ", ".join(loaders), path)
+        freeze(teacher)
+        tensors: dict[str, Tensor] = {}
+        for split, loader in loaders.items():
+            logits, pooled, order = [], [], []
+            with torch.no_grad():
+                for batch in loader:
+                    inputs = batch["inputs"][key]
+                    out = teacher(inputs["input_ids"], inputs["attention_mask"],
+                                  output_hidden_states=pooling is not None)
+                    logits.append(out.logits.float())
+                    order.append(batch["idx"])
+                    if pooling is not None:
+                        pooled.append(torch.stack(
+                            [pool(h, inputs["attention_mask"], pooling) for h in out.hidden_states],
+                            dim=1,
+                        ).float())
+            idx = torch.cat(order)
+            inverse = torch.empty_like(idx)
+            inverse[idx] = torch.arange(len(idx))
+            tensors[f"{split}.logits"] = torch.cat(logits)[inverse].contiguous()
+            if pooling is not None:
+                tensors[f"{split}.pooled"] = torch.cat(pooled)[inverse].contiguous()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        save_file(tensors, str(tmp))
+        tmp.replace(path)
+        return cls(tensors)
+
+    def has(self, split: str) -> bool:
+        return f"{split}.logits" in self.tensors
+
+    def outputs(self, batch, split: str) -> ModelOutputs:
+        idx = batch["idx"].cpu()
+        logits = self.tensors[f"{split}.logits"][idx]
+        hidden = None
+        if f"{split}.pooled" in self.tensors:
+            layers = self.tensors[f"{split}.pooled"][idx]  # (B, L+1, H)
+            hidden = tuple(layers[:, i : i + 1] for i in range(layers.shape[1]))
+        mask = torch.ones(len(idx), 1, dtype=torch.long)
+        return ModelOutputs(logits=logits, attention_mask=mask, pooled=None, hidden_states=hidden)
+
+
+class TeacherSource:
+    """Cached outputs where available (train/dev), the live teacher otherwise."""
+
+    def __init__(self, live: LiveTeacher, cache: CachedTeacher | None = None):
+        self.live, self.cache = live, cache
+
+    @property
+    def model(self) -> HateClassifier:
+        return self.live.model
+
+    def outputs(self, batch, split: str) -> ModelOutputs:
+        if self.cache is not None and self.cache.has(split):
+            return self.cache.outputs(batch, split)
+        return self.live.outputs(batch, split)

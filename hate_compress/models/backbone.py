@@ -1,0 +1,228 @@
+"""Encoders and tokenizers: real hub models, local copies, or tiny ones built offline.
+
+One config shape covers all three so that `teacher=gbert` and `teacher=tiny_teacher` differ only
+in YAML: a hub id or local directory in `name_or_path`, or a `scratch` architecture (random init)
+whose WordPiece tokenizer is trained on the training texts and cached on disk by content hash, so
+reruns and other runs reuse it instead of retraining it.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import logging
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+
+from hate_compress.errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@functools.lru_cache(maxsize=1)
+def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    """One quick TCP probe, so an offline machine fails in seconds instead of ~30 s of retries."""
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _hub_kwargs(name_or_path: str, role: str) -> dict[str, Any]:
+    """Local directories never touch the network; hub ids fall back to the local HF cache offline."""
+    if Path(name_or_path).expanduser().is_dir():
+        return {}
+    return {} if hub_reachable() else {"local_files_only": True}
+
+
+def _load_error(role: str, name_or_path: str, exc: Exception) -> ModelLoadError:
+    where = "the model hub is unreachable from this machine" if not hub_reachable() else str(exc)
+    return ModelLoadError(
+        f"could not load {role} model '{name_or_path}' ({where}); download it where the hub is "
+        f"reachable (e.g. `huggingface-cli download {name_or_path} --local-dir DIR`) and set "
+        f"{role}.backbone.name_or_path=DIR, or use an offline entry ({role}=tiny_{role})"
+    )
+
+
+def load_pretrained_encoder(
+    name_or_path: str,
+    *,
+    role: str,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    attn_implementation: str | None = None,
+):
+    """Load a pretrained encoder (no classification head: ours is added on top)."""
+    kwargs = _hub_kwargs(name_or_path, role)
+    if revision:
+        kwargs["revision"] = revision
+    try:
+        config = AutoConfig.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, **kwargs
+        )
+        if attn_implementation:
+            kwargs["attn_implementation"] = attn_implementation
+        return drop_pooler(AutoModel.from_pretrained(
+            name_or_path, config=config, trust_remote_code=trust_remote_code, **kwargs
+        ))
+    except (OSError, ValueError) as exc:
+        raise _load_error(role, name_or_path, exc) from None
+
+
+def load_pretrained_tokenizer(name_or_path: str, *, role: str, trust_remote_code: bool = False):
+    try:
+        return AutoTokenizer.from_pretrained(
+            name_or_path, trust_remote_code=trust_remote_code, **_hub_kwargs(name_or_path, role)
+        )
+    except (OSError, ValueError) as exc:
+        raise _load_error(role, name_or_path, exc) from None
+
+
+def drop_pooler(encoder):
+    """BERT's own pooler is unused (our head pools); removing it saves size and keeps it
+    out of pruning and quantization. Returns the encoder for chaining."""
+    if getattr(encoder, "pooler", None) is not None:
+        encoder.pooler = None
+    return encoder
+
+
+def build_scratch_encoder(
+    arch: Mapping[str, Any], vocab_size: int, attn_implementation: str | None = None
+):
+    """A randomly initialised encoder from a config dict (tiny offline models, `custom` students)."""
+    arch = dict(arch)
+    model_type = arch.pop("model_type", "bert")
+    try:
+        config = AutoConfig.for_model(model_type, vocab_size=vocab_size, **arch)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"backbone.scratch: invalid architecture {dict(arch)}: {exc}") from None
+    if config.hidden_size % config.num_attention_heads:
+        raise ConfigError(
+            f"backbone.scratch: hidden_size={config.hidden_size} is not divisible by "
+            f"num_attention_heads={config.num_attention_heads}"
+        )
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    return drop_pooler(AutoModel.from_config(config, **kwargs))
+
+
+def _tokenizer_key(texts: Sequence[str], settings: Mapping[str, Any]) -> str:
+    digest = hashlib.sha256(json.dumps(dict(settings), sort_keys=True).encode())
+    for text in texts:
+        digest.update(text.encode("utf-8", "surrogatepass"))
+        digest.update(b"\0")
+    return digest.hexdigest()[:16]
+
+
+def train_wordpiece_tokenizer(
+    texts: Sequence[str],
+    cache_dir: str | os.PathLike,
+    *,
+    vocab_size: int = 8000,
+    lowercase: bool = True,
+    min_frequency: int = 2,
+    model_max_length: int = 512,
+) -> PreTrainedTokenizerFast:
+    """Train (or reuse from `cache_dir`) a BERT-style WordPiece tokenizer on `texts`, offline."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from tokenizers.trainers import WordPieceTrainer
+
+    settings = {"kind": "wordpiece", "vocab_size": vocab_size, "lowercase": lowercase,
+                "min_frequency": min_frequency, "model_max_length": model_max_length}
+    target = Path(cache_dir) / f"wordpiece-{_tokenizer_key(texts, settings)}"
+    if (target / "tokenizer.json").exists():
+        return PreTrainedTokenizerFast.from_pretrained(str(target))
+
+    log.info("training a WordPiece tokenizer (vocab %d) on %d texts", vocab_size, len(texts))
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    norm = [normalizers.NFD(), normalizers.StripAccents()] if lowercase else [normalizers.NFC()]
+    if lowercase:
+        norm.insert(1, normalizers.Lowercase())
+    tok.normalizer = normalizers.Sequence(norm)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    trainer = WordPieceTrainer(
+        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
+    )
+    tok.decoder = decoders.WordPiece(prefix="##")
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
+        mask_token="[MASK]", model_max_length=model_max_length,
+    )
+    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+    fast.save_pretrained(str(tmp))
+    try:
+        tmp.rename(target)  # atomic: parallel runs never see a half-written tokenizer
+    except OSError:
+        pass  # another process won the race; its copy is identical
+    return PreTrainedTokenizerFast.from_pretrained(str(target))
+
+
+def build_backbone(
+    backbone: Mapping[str, Any],
+    *,
+    role: str,
+    train_texts: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike = ".cache",
+    attn_implementation: str | None = None,
+    teacher_tokenizer=None,
+):
+    """Return `(encoder, tokenizer)` for a `teacher.backbone` / `student.backbone` config.
+
+    `tokenizer: teacher` reuses the teacher's tokenizer (a scratch student that shares the
+    teacher's vocabulary can then be distilled token by token)."""
+    name_or_path = backbone.get("name_or_path")
+    scratch = backbone.get("scratch")
+    trust = bool(backbone.get("trust_remote_code", False))
+    if bool(name_or_path) == bool(scratch):
+        raise ConfigError(
+            f"{role}.backbone: set exactly one of name_or_path (pretrained) or scratch (random init)"
+        )
+    tok_cfg = backbone.get("tokenizer")
+    if tok_cfg == "teacher":
+        if teacher_tokenizer is None:
+            raise ConfigError(f"{role}.backbone.tokenizer=teacher needs a teacher stage first")
+        tokenizer = teacher_tokenizer
+    elif isinstance(tok_cfg, str):
+        tokenizer = load_pretrained_tokenizer(tok_cfg, role=role, trust_remote_code=trust)
+    elif isinstance(tok_cfg, Mapping) and tok_cfg.get("train"):
+        if not train_texts:
+            raise ConfigError(f"{role}.backbone.tokenizer.train needs the training texts")
+        opts = {k: v for k, v in tok_cfg.items() if k != "train"}
+        tokenizer = train_wordpiece_tokenizer(
+            train_texts, Path(cache_dir) / "tokenizers", **opts
+        )
+    elif name_or_path:
+        tokenizer = load_pretrained_tokenizer(name_or_path, role=role, trust_remote_code=trust)
+    else:
+        raise ConfigError(f"{role}.backbone.tokenizer: a scratch model needs a tokenizer "
+                          "(a path, or {train: true, vocab_size: ...})")
+
+    if name_or_path:
+        encoder = load_pretrained_encoder(
+            name_or_path, role=role, trust_remote_code=trust,
+            revision=backbone.get("revision"), attn_implementation=attn_implementation,
+        )
+    else:
+        encoder = build_scratch_encoder(scratch, len(tokenizer), attn_implementation)
+    if encoder.get_input_embeddings().num_embeddings < len(tokenizer):
+        raise ConfigError(f"{role}: tokenizer has {len(tokenizer)} tokens but the encoder's "
+                          f"embedding only {encoder.get_input_embeddings().num_embeddings}")
+    return encoder, tokenizer

@@ -1,0 +1,69 @@
+"""The state one pipeline run carries from stage to stage.
+
+Stages are plain functions `stage(run) -> None` registered by name; each reads what earlier
+stages left on the `Run` (the data, the teacher, the model currently being compressed) and
+records its metrics under its own name, so `stages=[teacher,kd,prune,quant]` is just a loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from hate_compress.models.classifier import HateClassifier
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Trained:
+    """A model together with what is needed to feed and describe it."""
+
+    name: str  # "teacher", "student", "pruned", "quantized"
+    model: HateClassifier
+    tokenizer: Any
+    key: str  # which tokenization in batch["inputs"] this model reads
+    path: Path | None = None  # saved artifact directory
+
+
+@dataclass
+class Run:
+    cfg: DictConfig
+    run_dir: Path
+    data: Any  # HateDataModule
+    metrics: dict[str, Any] = field(default_factory=dict)
+    teacher: Trained | None = None
+    current: Trained | None = None  # what the next compression stage works on
+    teacher_logits: dict[str, Any] | None = None  # per split, for teacher-student agreement
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+    def stage_dir(self, name: str) -> Path:
+        path = self.run_dir / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def record(self, stage: str, values: dict[str, Any]) -> None:
+        self.metrics[stage] = values
+        self.write_metrics()
+
+    def write_metrics(self) -> None:
+        """Rewritten after every stage so a crash never loses what finished."""
+        (self.run_dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2, default=str))
+
+
+Stage = Callable[[Run], None]
+STAGES: dict[str, Stage] = {}
+
+
+def register_stage(name: str) -> Callable[[Stage], Stage]:
+    def decorate(fn: Stage) -> Stage:
+        STAGES[name] = fn
+        return fn
+
+    return decorate

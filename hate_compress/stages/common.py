@@ -1,0 +1,102 @@
+"""What the training stages share: building a classifier from a role config, and fitting it.
+
+Teacher fine-tuning, KD and the pruning fine-tune differ only in the loss, the teacher source
+and the callbacks; `fit` is the one place that turns those into a Lightning run with resumable
+checkpoints, dev-best weights and a NaN guard.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from hate_compress.kd.terms import build_composite_loss
+from hate_compress.models.artifact import ModelCard, save_classifier
+from hate_compress.models.backbone import build_backbone
+from hate_compress.models.classifier import HateClassifier
+from hate_compress.run import Run, Trained
+from hate_compress.training.module import ClassifierModule
+from hate_compress.training.trainer import load_best_weights, make_trainer, resume_path
+
+log = logging.getLogger(__name__)
+
+
+def plain(cfg) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def build_classifier(run: Run, role: str, *, eager_attention: bool = False) -> tuple:
+    """`(HateClassifier, tokenizer)` for the `teacher` or `student` config group."""
+    role_cfg = run.cfg[role]
+    encoder, tokenizer = build_backbone(
+        plain(role_cfg.backbone), role=role, train_texts=run.data.train_texts,
+        cache_dir=run.cfg.paths.cache_dir,
+        attn_implementation="eager" if eager_attention else None,
+        teacher_tokenizer=run.teacher.tokenizer if run.teacher else None,
+    )
+    head = role_cfg.head
+    model = HateClassifier(encoder, run.data.num_labels, pooling=head.pooling,
+                           head_hidden=head.hidden, dropout=head.dropout)
+    return model, tokenizer
+
+
+def model_card(run: Run, metrics: dict | None = None, **extra) -> ModelCard:
+    return ModelCard(task=run.data.task, label_names=list(run.data.label_names),
+                     positive_label=run.data.schema.positive_label, max_length=run.data.max_length,
+                     metrics=metrics or {}, extra=extra)
+
+
+def save(run: Run, trained: Trained, directory: Path, **extra) -> Trained:
+    save_classifier(trained.model, directory, trained.tokenizer, model_card(run, **extra))
+    trained.path = directory
+    return trained
+
+
+def loss_for(run: Run, kd_cfg, student: HateClassifier, teacher: HateClassifier | None,
+             shared_tokenizer: bool, class_weights: bool):
+    weights = run.data.class_weights() if class_weights else None
+    return build_composite_loss(
+        plain(kd_cfg), task=run.data.task, num_labels=run.data.num_labels,
+        class_weights=weights, student_dims=(student.num_layers, student.hidden_size),
+        teacher_dims=None if teacher is None else (teacher.num_layers, teacher.hidden_size),
+        shared_tokenizer=shared_tokenizer,
+    )
+
+
+def fit(
+    run: Run,
+    stage: str,
+    trained: Trained,
+    loss,
+    *,
+    train_cfg,
+    teacher_source=None,
+    shared_tokenizer: bool = True,
+    callbacks=(),
+    epochs: int | None = None,
+    lr: float | None = None,
+) -> ClassifierModule:
+    """Train `trained.model` in place; resumes from the stage's `last.ckpt` when asked."""
+    stage_dir = run.stage_dir(stage)
+    if train_cfg.get("freeze_encoder"):
+        trained.model.freeze_encoder()
+    module = ClassifierModule(
+        trained.model, loss, task=run.data.task, label_names=run.data.label_names,
+        positive_index=run.data.positive_index, input_key=trained.key,
+        teacher_source=teacher_source, shared_tokenizer=shared_tokenizer,
+        lr=float(lr if lr is not None else train_cfg.lr),
+        weight_decay=float(train_cfg.weight_decay), warmup_ratio=float(train_cfg.warmup_ratio),
+        stage=stage,
+    )
+    trainer = make_trainer(run.cfg, stage_dir, max_epochs=int(epochs or train_cfg.epochs),
+                           callbacks=list(callbacks))
+    log.info("[%s] training %s for %d epoch(s) on %d examples", stage, trained.name,
+             trainer.max_epochs, run.data.split_sizes["train"])
+    trainer.fit(module, datamodule=run.data,
+                ckpt_path=resume_path(stage_dir, bool(run.cfg.resume)))
+    if trainer.checkpoint_callback is not None and not callbacks:
+        # compression callbacks change the architecture mid-fit; keep their final weights
+        load_best_weights(module, trainer)
+    return module

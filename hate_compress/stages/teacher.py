@@ -1,0 +1,115 @@
+"""Teacher stage: load a given checkpoint, reuse a stored teacher, or fine-tune one; then gate it.
+
+Trained teachers go to a content-addressed store (`paths.teacher_store`) keyed by the teacher
+config, the data fingerprint and the seed, so every student of a matrix — and every later run —
+loads the same teacher instead of retraining it. A file lock makes parallel cells wait for the
+one that trains.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import logging
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+from hate_compress.errors import ConfigError, GateError
+from hate_compress.evaluation import measure_stage
+from hate_compress.models.artifact import load_classifier, read_meta
+from hate_compress.run import Run, Trained, register_stage
+from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
+
+log = logging.getLogger(__name__)
+
+# keys that change what the trained teacher is; everything else (gate, paths) does not
+_IDENTITY_EXCLUDE = ("checkpoint", "min_f1", "retrain")
+
+
+def teacher_key(run: Run) -> str:
+    cfg = {k: v for k, v in plain(run.cfg.teacher).items() if k not in _IDENTITY_EXCLUDE}
+    trainer = plain(run.cfg.trainer)
+    ident = {"teacher": cfg, "data": run.data.fingerprint(), "seed": run.cfg.seed,
+             "max_length": run.data.max_length, "batch_size": run.data.batch_size,
+             "limits": {k: trainer.get(k) for k in ("limit_train_batches", "max_steps")}}
+    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
+    return f"{run.cfg.teacher.name}-{digest[:12]}"
+
+
+@contextmanager
+def locked(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def check_labels(run: Run, meta: dict, where: Path) -> None:
+    if list(meta["label_names"]) != list(run.data.label_names) or meta["task"] != run.data.task:
+        raise ConfigError(
+            f"teacher.checkpoint={where}: it predicts {meta['task']} {meta['label_names']} but "
+            f"data={run.cfg.data.name} has {run.data.task} {list(run.data.label_names)}"
+        )
+
+
+def load_teacher(run: Run, directory: Path) -> Trained:
+    check_labels(run, read_meta(directory), directory)
+    model, tokenizer, _ = load_classifier(directory)
+    return Trained("teacher", model, tokenizer, "teacher", directory)
+
+
+def train_teacher(run: Run, target: Path) -> Trained:
+    model, tokenizer = build_classifier(run, "teacher")
+    trained = Trained("teacher", model, tokenizer, "teacher")
+    run.data.set_tokenizers({"teacher": tokenizer})
+    train_cfg = run.cfg.teacher.train
+    loss = loss_for(run, {"terms": {}}, model, None, True, bool(train_cfg.class_weights))
+    fit(run, "teacher", trained, loss, train_cfg=train_cfg)
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save(run, trained, tmp, teacher_config=plain(run.cfg.teacher))
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)  # a half-written teacher is never mistaken for a finished one
+    trained.path = target
+    return trained
+
+
+def obtain_teacher(run: Run) -> Trained:
+    cfg = run.cfg.teacher
+    if cfg.get("checkpoint"):
+        directory = Path(cfg.checkpoint).expanduser()
+        if not (directory / "hate_compress.json").exists():
+            raise ConfigError(f"teacher.checkpoint={directory}: no saved hate_compress model there")
+        log.info("[teacher] loading %s", directory)
+        return load_teacher(run, directory)
+    target = Path(run.cfg.paths.teacher_store) / teacher_key(run)
+    with locked(target.with_name(target.name + ".lock")):
+        if target.exists() and not cfg.get("retrain"):
+            log.info("[teacher] reusing stored teacher %s (teacher.retrain=true to retrain)", target)
+            return load_teacher(run, target)
+        return train_teacher(run, target)
+
+
+@register_stage("teacher")
+def teacher_stage(run: Run) -> None:
+    trained = obtain_teacher(run)
+    run.data.set_tokenizers({"teacher": trained.tokenizer})
+    run.teacher = run.current = trained
+    values = measure_stage(run, "teacher", trained)
+    (run.stage_dir("teacher") / "model_path.txt").write_text(str(trained.path) + "\n")
+    gate = float(run.cfg.teacher.min_f1)
+    dev_f1 = values["dev"]["macro_f1"]
+    values["gate"] = {"min_f1": gate, "dev_macro_f1": dev_f1, "passed": dev_f1 >= gate}
+    run.record("teacher", values)
+    later = [s for s in run.cfg.stages if s not in ("teacher", "report")]
+    if dev_f1 < gate and later:
+        raise GateError(
+            f"teacher gate: dev macro F1 {dev_f1:.4f} < teacher.min_f1={gate}; stopping before "
+            f"{', '.join(later)} (KD from a weak teacher only teaches its mistakes) — train longer "
+            f"(teacher.train.epochs), check the data, or lower teacher.min_f1"
+        )

@@ -1,0 +1,96 @@
+"""The human summary of a run: one row per stage, and the plan's targets checked.
+
+Reads only `metrics.json`-shaped dicts, so the same table is printed at the end of a run and
+rebuilt later by the report over many runs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STAGE_ORDER = ("teacher", "kd", "prune", "quant")
+
+COLUMNS = (
+    ("stage", "stage"),
+    ("macro F1", "macro_f1"),
+    ("hate F1", "hate_f1"),
+    ("agreement", "agreement"),
+    ("F1 retention", "f1_retention"),
+    ("params", "params_total"),
+    ("sparsity", "sparsity"),
+    ("size MB", "size_mb"),
+    ("size reduction", "size_reduction"),
+    ("latency b1 ms", "latency_ms_b1"),
+    ("latency b32 ms", "latency_ms_b32"),
+    ("speedup b1", "speedup_b1"),
+)
+
+
+def eval_split(values: dict) -> str:
+    return "test" if "test" in values else "dev"
+
+
+def stage_row(stage: str, values: dict) -> dict[str, Any]:
+    """Flatten one stage's metrics into the summary columns (quality on test, else dev)."""
+    if values.get("skipped"):
+        return {"stage": f"{stage} (skipped: {values['skipped']})"}
+    quality = values.get(eval_split(values), {})
+    row = {"stage": stage}
+    for _, key in COLUMNS[1:]:
+        row[key] = quality.get(key, values.get(key))
+    return row
+
+
+def fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 10 else f"{value:.1f}"
+    return str(value)
+
+
+def summary_table(metrics: dict) -> str:
+    rows = [stage_row(s, metrics[s]) for s in STAGE_ORDER if s in metrics]
+    split = next((eval_split(metrics[s]) for s in STAGE_ORDER if s in metrics), "dev")
+    header = "| " + " | ".join(name for name, _ in COLUMNS) + " |"
+    lines = [f"quality on {split}", "", header, "|" + "---|" * len(COLUMNS)]
+    for row in rows:
+        lines.append("| " + " | ".join(fmt(row.get(key)) for _, key in COLUMNS) + " |")
+    targets = metrics.get("targets") or {}
+    for name, check in targets.items():
+        verdict = "met" if check["met"] else "MISSED"
+        lines.append(f"\ntarget {name}: {fmt(check['value'])} vs {check['target']} -> {verdict}")
+    return "\n".join(lines)
+
+
+def final_stage(metrics: dict) -> str | None:
+    done = [s for s in STAGE_ORDER if s in metrics and not metrics[s].get("skipped")]
+    return done[-1] if done else None
+
+
+def check_targets(run) -> dict[str, dict]:
+    """experiment_plan.md: F1 retention > 95% and > 10x smaller, when the config sets them."""
+    cfg = run.cfg.get("targets") or {}
+    last = final_stage(run.metrics)
+    if last is None or last == "teacher":
+        return {}
+    values = run.metrics[last]
+    out = {}
+    for name, key in (("min_f1_retention", "f1_retention"), ("min_size_reduction", "size_reduction")):
+        target = cfg.get(name)
+        if target is not None and values.get(key) is not None:
+            out[name] = {"stage": last, "value": values[key], "target": float(target),
+                         "met": values[key] >= float(target)}
+    return out
+
+
+def objective(metrics: dict | None) -> float | None:
+    """Dev macro F1 of the last stage: what a sweep maximises (None for failed runs)."""
+    if not metrics:
+        return None
+    last = final_stage(metrics)
+    return None if last is None else float(metrics[last]["dev"]["macro_f1"])
