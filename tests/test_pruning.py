@@ -397,6 +397,7 @@ def test_structured_callback_prunes_before_the_optimizer_is_built():
         (lambda: P.prune_model(tiny_model(), "structured", 0.5, head_sparsity=1.0),
          "prune.head_sparsity"),
         (lambda: P.PruningCallback("gradual", 0.5, end_fraction=0.0), "prune.end_fraction"),
+        (lambda: P.prune_model(tiny_model(), "magnitude", 0.5, scpoe="layer"), "prune.scpoe"),
         (lambda: P.PruningCallback("gradual", 0.5, initial_sparsity=0.7),
          "prune.initial_sparsity"),
         (lambda: P.PruningCallback("gradual", 0.5, every=0), "prune.every"),

@@ -453,6 +453,9 @@ def prune_model(
     Extra keywords: ``sequential`` (wanda), ``head_sparsity`` / ``ffn_sparsity`` (structured).
     """
     sparsity = _check_fraction(sparsity, "prune.sparsity")
+    unknown = sorted(set(kw) - {"sequential", "head_sparsity", "ffn_sparsity"})
+    if unknown:  # a typo must not silently fall back to a default
+        raise ConfigError(f"prune.{unknown[0]} is not a pruning option")
     pruner = get_pruner(method, scope, **kw)
     if pruner.gradual:
         raise ConfigError(f"prune.method={method} follows a schedule over training steps: use "
@@ -526,6 +529,9 @@ class PruningCallback(Callback):
     * gradual: masks re-computed in `on_train_batch_start` every `every` optimizer steps on the
       cubic schedule, reaching `sparsity` at ``end_fraction`` of the run;
     * `on_fit_end`: masks baked in (`permanent=True`) and the reached sparsity logged.
+
+    Checkpoints written meanwhile hold plain masked weights (see `on_save_checkpoint`), so
+    ``best.ckpt`` loads into the unpruned architecture and a resumed fit re-derives the masks.
     ``every=None`` picks ~20 updates over the pruning window: Zhu & Gupta's Δt of 100–1000 steps
     assumed long pre-training runs, fine-tunes are often only a few hundred steps.
     """
