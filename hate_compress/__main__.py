@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
@@ -16,7 +18,7 @@ def main(cfg: DictConfig) -> float | None:
     from hate_compress.summary import objective
 
     hc = HydraConfig.get()
-    metrics = guarded_run(cfg, hc.runtime.output_dir, multirun=hc.mode == RunMode.MULTIRUN)
+    metrics = guarded_run(cfg, Path(hc.runtime.output_dir), multirun=hc.mode == RunMode.MULTIRUN)
     return objective(metrics)
 
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import lightning.pytorch as pl
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -23,6 +24,22 @@ from hate_compress.run import STAGES, Run
 from hate_compress.summary import check_targets, summary_table
 
 log = logging.getLogger("hate_compress")
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_lightning() -> None:
+    """Lightning has its own console handler: stop its records reaching Hydra's root handler
+    too (every line printed twice), and drop its advertising tip."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.propagate = False
+        for handler in logger.handlers:
+            handler.addFilter(_DropTips())
+        logger.addFilter(_DropTips())
 
 
 def validate_stages(stages) -> list[str]:
@@ -39,13 +56,22 @@ def validate_stages(stages) -> list[str]:
     return names
 
 
+def user_error(exc: BaseException) -> str:
+    """The HateCompressError an OmegaConf resolver raised, else the first line of `exc`."""
+    seen = exc
+    while seen is not None:
+        if isinstance(seen, HateCompressError):
+            return str(seen)
+        seen = seen.__cause__ or seen.__context__
+    return str(exc).splitlines()[0]
+
+
 def make_data(cfg: DictConfig):
+    data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     try:
-        data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
-    except OmegaConfBaseException as exc:
-        cause = exc.__cause__ if isinstance(exc.__cause__, HateCompressError) else None
-        raise cause or ConfigError(f"data: {exc}".splitlines()[0]) from None
-    data = instantiate(data_cfg, _convert_="all")
+        data = instantiate(data_cfg, _convert_="all")
+    except InstantiationException as exc:  # Hydra wraps what the constructor raised
+        raise ConfigError(f"data: {user_error(exc)}") from None
     data.setup()
     return data
 
@@ -54,6 +80,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path) -> dict:
     """Run every stage in `cfg.stages`; returns the metrics dict also written to metrics.json."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    quiet_lightning()
     stages = validate_stages(cfg.stages)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -102,6 +129,5 @@ def guarded_run(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict 
     except HateCompressError as exc:
         fail(str(exc), run_dir, multirun)
     except OmegaConfBaseException as exc:
-        cause = exc.__cause__ if isinstance(exc.__cause__, HateCompressError) else exc
-        fail(str(cause).splitlines()[0], run_dir, multirun)
+        fail(user_error(exc), run_dir, multirun)
     return None

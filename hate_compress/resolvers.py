@@ -24,7 +24,7 @@ def data_file(relative: str, *, _root_) -> str:
 
 
 def sample_file(name: str) -> str:
-    from hate_compress.data.sample import sample_dir
+    from hate_compress.data import sample_dir
 
     return str(Path(sample_dir()) / name)
 

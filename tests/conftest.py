@@ -1,0 +1,64 @@
+"""Shared fixtures: compose real Hydra configs with tiny, fast settings.
+
+Tests run the real app on real configs (lightning-hydra-template style) — only the sizes shrink:
+a 1-layer teacher and student, a few batches per epoch, latency off unless a test wants it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
+
+TINY = [
+    "teacher.backbone.scratch.num_hidden_layers=1",
+    "teacher.backbone.scratch.hidden_size=64",
+    "teacher.backbone.scratch.intermediate_size=128",
+    "teacher.backbone.scratch.num_attention_heads=2",
+    "teacher.backbone.tokenizer.vocab_size=600",
+    "teacher.head.hidden=32",
+    "teacher.train.epochs=1",
+    "teacher.min_f1=0.0",
+    "student.train.epochs=1",
+    "trainer=fast",
+    "measure.latency=false",
+]
+
+
+def compose_cfg(tmp_path: Path, overrides: list[str] = (), tiny: bool = True):
+    """A composed config writing every output (runs, caches, teachers) under `tmp_path`."""
+    base = [
+        "data=synthetic",
+        f"paths.output_root={tmp_path / 'outputs'}",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+    ]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=base + (TINY if tiny else []) + list(overrides))
+
+
+@pytest.fixture
+def tiny_cfg(tmp_path):
+    def make(*overrides: str, tiny: bool = True):
+        return compose_cfg(tmp_path, list(overrides), tiny)
+
+    return make
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not (SHARED_DATA / "germeval2018" / "train.tsv").exists():
+        pytest.skip(f"real datasets not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["HATE_COMPRESS_CACHE_DIR"] = str(tmp_path / "cache")
+    env.pop("HATE_COMPRESS_DATA_DIR", None)
+    return env
