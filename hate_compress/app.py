@@ -22,6 +22,7 @@ from hate_compress import stages as _stages  # noqa: F401  (registers the stages
 from hate_compress.errors import ConfigError, HateCompressError
 from hate_compress.run import STAGES, Run
 from hate_compress.summary import check_targets, summary_table
+from hate_compress.validation import validate_config
 
 log = logging.getLogger("hate_compress")
 
@@ -76,18 +77,22 @@ def make_data(cfg: DictConfig):
     return data
 
 
-def run_pipeline(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Run every stage in `cfg.stages`; returns the metrics dict also written to metrics.json."""
+def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = None) -> dict:
+    """Run every stage in `cfg.stages`; returns the metrics dict also written to metrics.json.
+
+    `callbacks` adds Lightning callbacks to named training stages (the Optuna sweep uses it to
+    prune trials on per-epoch dev F1)."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     quiet_lightning()
     stages = validate_stages(cfg.stages)
+    validate_config(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     data = make_data(cfg)
     log.info("data %s: %s (%s, %d labels)", data.name, data.split_sizes, data.task,
              data.num_labels)
-    run = Run(cfg, run_dir, data)
+    run = Run(cfg, run_dir, data, callbacks=dict(callbacks or {}))
     run.metrics["run"] = {"stages": stages, "data": data.name, "split_sizes": data.split_sizes,
                           "teacher": cfg.teacher.name, "student": cfg.student.name,
                           "kd": cfg.kd.name, "prune": cfg.prune.name, "quant": cfg.quant.name,

@@ -41,6 +41,8 @@ class Run:
     teacher: Trained | None = None
     current: Trained | None = None  # what the next compression stage works on
     teacher_logits: dict[str, Any] | None = None  # per split, for teacher-student agreement
+    # extra Lightning callbacks per training stage (e.g. {"kd": [optuna pruning callback]})
+    callbacks: dict[str, list] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     def stage_dir(self, name: str) -> Path:

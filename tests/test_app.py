@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+
 from hate_compress.app import run_pipeline
 from hate_compress.errors import ConfigError, GateError
 from hate_compress.models.artifact import load_classifier

@@ -91,7 +91,7 @@ def fit(
         stage=stage,
     )
     trainer = make_trainer(run.cfg, stage_dir, max_epochs=int(epochs or train_cfg.epochs),
-                           callbacks=list(callbacks))
+                           callbacks=[*callbacks, *run.callbacks.get(stage, [])])
     log.info("[%s] training %s for %d epoch(s) on %d examples", stage, trained.name,
              trainer.max_epochs, run.data.split_sizes["train"])
     trainer.fit(module, datamodule=run.data,
