@@ -13,10 +13,9 @@ from omegaconf import DictConfig
 from hate_compress.errors import ConfigError
 
 
-def _number(cfg, key: str) -> float:
-    value = cfg
-    for part in key.split(".")[1:]:
-        value = value.get(part)
+def _number(node, key: str) -> float:
+    """`node[last part of key]` as a finite float; `key` is the full dotted name for messages."""
+    value = node.get(key.rsplit(".", 1)[-1])
     try:
         number = float(value)
     except (TypeError, ValueError):
