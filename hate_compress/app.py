@@ -77,6 +77,17 @@ def make_data(cfg: DictConfig):
     return data
 
 
+def export_final(run: Run) -> None:
+    """`<run_dir>/final_model` points at the last stage's artifact: the model to ship."""
+    if run.current is None or run.current.path is None:
+        return
+    link = run.run_dir / "final_model"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(Path(run.current.path).resolve())
+    run.metrics["run"]["final_model"] = str(run.current.path)
+
+
 def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = None) -> dict:
     """Run every stage in `cfg.stages`; returns the metrics dict also written to metrics.json.
 
@@ -103,6 +114,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
         STAGES[stage](run)
         run.stage_seconds[stage] = round(time.perf_counter() - start, 1)
         run.metrics["run"]["stage_seconds"] = run.stage_seconds
+    export_final(run)
     run.metrics["run"]["status"] = "ok"
     run.metrics["targets"] = check_targets(run)
     run.write_metrics()

@@ -14,6 +14,7 @@ import torch
 
 from hate_compress.compress.measure import artifact_size_mb, count_parameters, measure_latency
 from hate_compress.metrics import classification_metrics
+from hate_compress.models.artifact import update_card
 from hate_compress.models.classifier import predict_logits
 from hate_compress.run import Run, Trained
 
@@ -95,6 +96,8 @@ def measure_stage(run: Run, stage: str, trained: Trained, extra: dict | None = N
     values.update(extra or {})
     values["artifact"] = str(trained.path) if trained.path else None
     run.record(stage, values)
+    if trained.path is not None:
+        update_card(trained.path, {k: v for k, v in values.items() if k != "artifact"})
     split = eval_splits(run)[-1]
     log.info("%s: %s macro F1 %.4f", stage, split, values[split]["macro_f1"])
     return values

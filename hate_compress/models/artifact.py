@@ -137,6 +137,16 @@ def _model_card_markdown(meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def update_card(directory: str | Path, metrics: dict[str, Any]) -> None:
+    """Record measured metrics in a saved model's card (weights untouched): sizes and latency
+    can only be measured after the artifact exists, so the card is completed afterwards."""
+    directory = Path(directory)
+    meta = read_meta(directory)
+    meta["metrics"] = metrics
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
+    (directory / "README.md").write_text(_model_card_markdown(meta))
+
+
 def read_meta(directory: str | Path) -> dict:
     path = Path(directory) / META_FILE
     if not path.exists():
