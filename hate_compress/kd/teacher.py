@@ -57,9 +57,11 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 
 
 def tokenizer_fingerprint(tokenizer) -> str:
-    backend = getattr(tokenizer, "backend_tokenizer", None)
-    text = backend.to_str() if backend is not None else repr(sorted(tokenizer.get_vocab().items()))
-    return hashlib.sha256(text.encode()).hexdigest()
+    """Identity of a tokenizer's pipeline, ignoring truncation/padding state that tokenizing
+    a dataset sets on it (the same tokenizer must not look different after use)."""
+    from hate_compress.data.datamodule import _backend_config
+
+    return hashlib.sha256(_backend_config(tokenizer).encode()).hexdigest()
 
 
 def cache_key(*parts: str) -> str:
