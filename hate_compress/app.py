@@ -140,11 +140,16 @@ def fail(message: str, run_dir: Path | None, multirun: bool) -> None:
         sys.exit(HateCompressError.exit_code)
 
 
-def guarded_run(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict | None:
+def guarded_call(fn, cfg: DictConfig, run_dir: Path, multirun: bool = False):
+    """Call `fn(cfg, run_dir)`; a user error becomes one `error:` line (and exit 2)."""
     try:
-        return run_pipeline(cfg, run_dir)
+        return fn(cfg, run_dir)
     except HateCompressError as exc:
         fail(str(exc), run_dir, multirun)
     except OmegaConfBaseException as exc:
         fail(user_error(exc), run_dir, multirun)
     return None
+
+
+def guarded_run(cfg: DictConfig, run_dir: Path, multirun: bool = False) -> dict | None:
+    return guarded_call(run_pipeline, cfg, run_dir, multirun)

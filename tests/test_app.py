@@ -112,3 +112,18 @@ def test_kd_stage_records_agreement_and_terms(tiny_cfg, tmp_path):
     logged = (tmp_path / "run" / "kd" / "logs" / "metrics.csv").read_text().splitlines()[0]
     for term in ("train/ce", "train/logit", "train/hidden", "train/attention"):
         assert term in logged
+
+
+def test_temperature_study_command(tmp_path):
+    out = subprocess.run(
+        [sys.executable, "-m", "hate_compress.temperature", "data=synthetic",
+         f"paths.output_root={tmp_path}", "run_name=temp", "temperatures=[1,4,20]",
+         "teacher.backbone.scratch.num_hidden_layers=1", "teacher.backbone.scratch.hidden_size=32",
+         "teacher.backbone.scratch.intermediate_size=64", "teacher.train.epochs=1", "trainer=fast"],
+        cwd=ROOT, env=cli_env(tmp_path), capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = json.loads((tmp_path / "runs" / "temp" / "temperature_study.json").read_text())["rows"]
+    assert [r["temperature"] for r in rows] == [1.0, 4.0, 20.0]
+    assert rows[0]["entropy"] <= rows[1]["entropy"] <= rows[2]["entropy"]
+    assert (tmp_path / "runs" / "temp" / "temperature_study.png").stat().st_size > 1000
+    assert "| 20 |" in out.stdout

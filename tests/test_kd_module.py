@@ -110,3 +110,20 @@ def test_nan_loss_stops_with_a_clear_error():
                          enable_progress_bar=False, enable_model_summary=False)
     with pytest.raises(TrainingDiverged, match="loss became nan at step 0"):
         trainer.fit(module, train_dataloaders=loader(batches(n=2)))
+
+
+def test_soft_label_entropy_by_hand():
+    import math
+
+    from hate_compress.temperature import soft_label_entropy, study
+
+    logits = torch.tensor([[2.0, 0.0]])
+    for t in (1.0, 4.0):
+        p = torch.softmax(logits / t, -1)[0].tolist()
+        want = -sum(x * math.log(x) for x in p)
+        assert abs(soft_label_entropy(logits, t, "binary") - want) < 1e-6
+    rows = study(torch.tensor([[3.0, 0.0, -1.0], [0.5, 2.0, 0.0]]), "multiclass", [1, 2, 5, 20])
+    values = [r["normalized_entropy"] for r in rows]
+    assert values == sorted(values) and values[-1] < 1.0 and values[-1] > 0.99
+    sig = soft_label_entropy(torch.tensor([[0.0]]), 1.0, "multilabel")
+    assert abs(sig - math.log(2)) < 1e-6
