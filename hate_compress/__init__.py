@@ -1,0 +1,11 @@
+"""hate_compress: distil, prune and quantize hate-speech classifiers (Lightning + Hydra)."""
+
+import logging as _logging
+
+# torchao (imported by transformers and our quantizers) warns at import about GPU-only kernels
+# and enum registrations
+# that cannot load on a CPU machine; that is expected here and only buries real messages.
+for _name in ("torchao", "torchao.kernel.intmm", "torch.utils._pytree"):
+    _logging.getLogger(_name).setLevel(_logging.ERROR)
+
+__version__ = "0.1.0"
