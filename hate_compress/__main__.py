@@ -17,6 +17,10 @@ def main(cfg: DictConfig) -> float | None:
     from hate_compress.app import guarded_run
     from hate_compress.summary import objective
 
+    if cfg.get("hparams_search"):  # an Optuna study instead of one run (docs/sweep.md)
+        from hate_compress.sweep import main as sweep
+
+        return sweep(cfg)
     hc = HydraConfig.get()
     metrics = guarded_run(cfg, Path(hc.runtime.output_dir), multirun=hc.mode == RunMode.MULTIRUN)
     return objective(metrics)
