@@ -111,6 +111,9 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
     for stage in stages:
         log.info("=== stage %s ===", stage)
         start = time.perf_counter()
+        # each stage starts from the run seed, so a student's init does not depend on whether
+        # the teacher was trained in this run or loaded from the store
+        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
         STAGES[stage](run)
         run.stage_seconds[stage] = round(time.perf_counter() - start, 1)
         run.metrics["run"]["stage_seconds"] = run.stage_seconds

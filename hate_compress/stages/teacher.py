@@ -16,6 +16,8 @@ import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
+import lightning.pytorch as pl
+
 from hate_compress.errors import ConfigError, GateError
 from hate_compress.evaluation import measure_stage
 from hate_compress.models.artifact import load_classifier, read_meta
@@ -31,7 +33,7 @@ _IDENTITY_EXCLUDE = ("checkpoint", "min_f1", "retrain")
 def teacher_key(run: Run) -> str:
     cfg = {k: v for k, v in plain(run.cfg.teacher).items() if k not in _IDENTITY_EXCLUDE}
     trainer = plain(run.cfg.trainer)
-    ident = {"teacher": cfg, "data": run.data.fingerprint(), "seed": run.cfg.seed,
+    ident = {"teacher": cfg, "data": run.data.fingerprint(),
              "max_length": run.data.max_length, "batch_size": run.data.batch_size,
              "limits": {k: trainer.get(k) for k in ("limit_train_batches", "max_steps")}}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
@@ -64,6 +66,7 @@ def load_teacher(run: Run, directory: Path) -> Trained:
 
 
 def train_teacher(run: Run, target: Path) -> Trained:
+    pl.seed_everything(int(run.cfg.teacher.seed), workers=True, verbose=False)
     model, tokenizer = build_classifier(run, "teacher")
     trained = Trained("teacher", model, tokenizer, "teacher")
     run.data.set_tokenizers({"teacher": tokenizer})
