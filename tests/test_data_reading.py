@@ -197,3 +197,17 @@ def test_sample_is_learnable_but_not_trivial():
     model = LogisticRegression(max_iter=1000).fit(vec.fit_transform(train.texts), train.labels)
     f1 = f1_score(test.labels, model.predict(vec.transform(test.texts)), pos_label=0)
     assert 0.75 <= f1 <= 0.97, f1
+
+
+def test_banglamultihate_multilabel_view(tmp_path):
+    """hate_type + to_whom as labels, "None" dropped; a row may have no label at all."""
+    path = tmp_path / "mh.tsv"
+    path.write_text("id\ttext\thate_type\thate_severity\tto_whom\n"
+                    "1\tক\tAbusive\tMild\tIndividual\n"
+                    "2\tখ\tNone\tLittle to None\tNone\n"
+                    "3\tগ\tPolitical Hate\tSevere\tSociety\n", encoding="utf-8")
+    schema = DataSchema(task="multilabel", label_column=None,
+                        multilabel_from={"columns": ["hate_type", "to_whom"], "ignore": ["None"]})
+    got = read_split(path, schema)
+    assert got.label_names == ["Abusive", "Individual", "Political Hate", "Society"]
+    assert got.labels.tolist() == [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1]]

@@ -372,6 +372,8 @@ class _Extractor:
             rows.append(row)
         if s.label_columns:
             names, labels = list(s.label_columns), self._zero_one(cells)
+        elif s.multilabel_from:
+            names, labels = self._categorical(cells)
         elif s.is_multilabel:
             names, labels = self._delimited(cells)
         else:
@@ -393,6 +395,23 @@ class _Extractor:
                 out[i, j] = _ONE_ZERO[cell]
         return out
 
+    def _categorical(self, records: list[Cells]) -> tuple[list[str], np.ndarray]:
+        spec = self.schema.multilabel_from
+        sets = []
+        for row, rec in records:
+            values = [self._cell(row, col, rec[col]) for col in spec["columns"]]
+            sets.append((row, [v for v in values if v not in spec["ignore"]]))
+        return self._multi_hot(sets)
+
+    def _multi_hot(self, sets: list[tuple[int, list[str]]]) -> tuple[list[str], np.ndarray]:
+        names = self._names([(r, p) for r, ps in sets for p in ps])
+        lookup = {n: i for i, n in enumerate(names)}
+        out = np.zeros((len(sets), len(names)), dtype=np.float32)
+        for i, (row, pieces) in enumerate(sets):
+            for p in pieces:
+                out[i, self._index(row, p, lookup)] = 1.0
+        return names, out
+
     def _delimited(self, records: list[Cells]) -> tuple[list[str], np.ndarray]:
         col, delim = self.schema.label_column, self.schema.label_delimiter
         sets = []
@@ -403,13 +422,7 @@ class _Extractor:
             if not pieces:
                 raise self.fail(row, f"label in column {col!r} has no labels between the {delim!r} delimiters")
             sets.append((row, pieces))
-        names = self._names([(r, p) for r, ps in sets for p in ps])
-        lookup = {n: i for i, n in enumerate(names)}
-        out = np.zeros((len(sets), len(names)), dtype=np.float32)
-        for i, (row, pieces) in enumerate(sets):
-            for p in pieces:
-                out[i, self._index(row, p, lookup)] = 1.0
-        return names, out
+        return self._multi_hot(sets)
 
     def _single(self, records: list[Cells]) -> tuple[list[str], np.ndarray]:
         col = self.schema.label_column

@@ -80,6 +80,7 @@ class DataSchema:
     positive_label: str | None = None
     strip_labels: bool = True
     binary_from: dict[str, Any] | None = None
+    multilabel_from: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.label_columns = _as_list(self.label_columns, "label_columns")
@@ -89,6 +90,8 @@ class DataSchema:
         self._check_names()
         if self.binary_from is not None:
             self._apply_binary_from()
+        if self.multilabel_from is not None:
+            self._apply_multilabel_from()
 
     # -- validation ---------------------------------------------------------------------------
 
@@ -106,6 +109,8 @@ class DataSchema:
             raise ConfigError(f"data.binary_from only applies to task=binary (task is {self.task})")
 
     def _check_columns(self) -> None:
+        if self.task == "multilabel" and self.multilabel_from is not None:
+            return  # checked by _apply_multilabel_from
         if self.task == "multilabel":
             if self.label_columns and self.label_delimiter:
                 raise ConfigError(
@@ -194,6 +199,24 @@ class DataSchema:
         self.label_names = names
         self.positive_label = pos_name
 
+    def _apply_multilabel_from(self) -> None:
+        """A multilabel view over several categorical columns (e.g. BanglaMultiHate's hate_type
+        and to_whom): a row's labels are the values of those columns, minus `ignore` values
+        such as "None" (no hate type / no target). A row may end up with no label."""
+        spec = self.multilabel_from
+        if self.task != "multilabel":
+            raise ConfigError(f"data.multilabel_from only applies to task=multilabel (task is {self.task})")
+        if not isinstance(spec, Mapping) or set(spec) - {"columns", "ignore"}:
+            raise ConfigError("data.multilabel_from must be {columns: [...], ignore: [...]}")
+        columns = _as_list(spec.get("columns"), "multilabel_from.columns")
+        if not columns:
+            raise ConfigError("data.multilabel_from.columns must list at least one column")
+        if self.label_columns or self.label_delimiter:
+            raise ConfigError("data.multilabel_from replaces data.label_columns/label_delimiter; set only one")
+        self.multilabel_from = {"columns": columns,
+                                "ignore": _as_list(spec.get("ignore"), "multilabel_from.ignore") or []}
+        self.label_column = None
+
     # -- derived ------------------------------------------------------------------------------
 
     @property
@@ -205,6 +228,8 @@ class DataSchema:
         """Columns that must exist in every split file."""
         if self.label_columns:
             return [self.text_column, *self.label_columns]
+        if self.multilabel_from:
+            return [self.text_column, *self.multilabel_from["columns"]]
         return [self.text_column, self.label_column]
 
     def default_positive_index(self, names: Sequence[str]) -> int:
