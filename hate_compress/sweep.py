@@ -10,7 +10,8 @@ the total exact and every trial run once:
 
 * a worker only asks for a trial while `finished + running < n_trials`, and a trial that got a
   number anyway (two workers asking at the same instant) gives its slot up before sampling unless
-  `finished + running trials numbered below it < n_trials` (see `has_slot`);
+  `finished + unfinished trials numbered below it < n_trials` (see `has_slot`); it ends FAIL
+  with the user attr `surplus`, without params, and is not counted;
 * a worker with nothing left to start waits for the trials still running elsewhere, so it can
   take over if one of them dies; it exits once the study has `n_trials` finished trials;
 * a RUNNING trial whose worker is gone is failed and its params re-queued (`reap_stale`): at once
@@ -513,11 +514,13 @@ def counts(study: optuna.Study) -> dict[str, int]:
 
 
 def has_slot(trials: list[FrozenTrial], number: int, n_trials: int) -> bool:
-    """Whether trial `number` is within the budget: finished trials plus the RUNNING ones with a
-    lower number (they asked first) leave room for it. Numbers are assigned by the storage, so
-    two trials racing for the last slot agree on who gets it."""
+    """Whether trial `number` is within the budget: finished trials plus the unfinished ones with
+    a lower number leave room for it. Numbers are assigned by the storage, so trials racing for
+    the last slot agree on who gets it. WAITING trials count too: a re-queued trial created
+    before this one is popped later (by whichever worker asks next) and must find its slot."""
     finished = sum(1 for t in trials if t.state in FINISHED)
-    ahead = sum(1 for t in trials if t.state == TrialState.RUNNING and t.number < number)
+    ahead = sum(1 for t in trials if t.number < number
+                and t.state in (TrialState.RUNNING, TrialState.WAITING))
     return finished + ahead < n_trials
 
 
@@ -755,8 +758,9 @@ def write_trials_csv(study: optuna.Study, search: Search, path: Path) -> None:
 
 
 def write_plots(study: optuna.Study, search: Search, out_dir: Path) -> list[Path]:
-    """History always; importances only with >= 2 complete trials whose values differ (fANOVA
-    has nothing to explain otherwise); contour of the first two params with >= 2 complete."""
+    """History once a trial completed; importances only with >= 2 complete trials whose values
+    differ (fANOVA has nothing to explain otherwise); contour of the first two params with >= 2
+    complete trials."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -766,7 +770,9 @@ def write_plots(study: optuna.Study, search: Search, out_dir: Path) -> list[Path
 
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     varied = len({t.value for t in complete}) >= 2
-    plots = {"optimization_history.png": lambda: ovm.plot_optimization_history(study)}
+    plots = {}
+    if complete:
+        plots["optimization_history.png"] = lambda: ovm.plot_optimization_history(study)
     if len(complete) >= 2 and varied:
         plots["param_importances.png"] = lambda: ovm.plot_param_importances(study)
     names = [p.name for p in search.params]
@@ -861,6 +867,7 @@ def run_study(cfg: DictConfig) -> optuna.Study:
         raise ConfigError(f"hparams_search.direction={search.direction}: study {search.study_name} "
                           f"was created with direction={study.direction.name.lower()}")
     check_study_config(study, cfg, search)
+    reap_stale(study, search)
     now = counts(study)
     log.info("[sweep] study %s (%s): %d/%d finished, %d running elsewhere; outputs in %s",
              search.study_name, masked(storage_url(cfg, search)), now["finished"], search.n_trials,

@@ -23,7 +23,7 @@ from optuna.trial import TrialState
 
 from hate_compress import sweep
 from hate_compress.app import run_pipeline
-from hate_compress.errors import ConfigError
+from hate_compress.errors import ConfigError, HateCompressError
 from tests.conftest import ROOT, TINY, cli_env, compose_cfg
 
 FAST = [
@@ -247,6 +247,22 @@ def test_trial_is_pruned_from_a_per_epoch_report(tmp_path, cache):
     assert rows[0]["state"] == "PRUNED" and rows[0]["pruned_at_epoch"] == "0"
 
 
+def test_failing_runs_are_fail_trials_and_a_failing_worker_stops(tmp_path, cache):
+    """A pipeline error is a FAIL trial with its message, not a crash; when every trial fails
+    (here the teacher gate), the worker stops instead of looping forever."""
+    cfg = search_cfg(tmp_path, "hparams_search.n_trials=3", "teacher.min_f1=0.99",
+                     "hparams_search.max_consecutive_failures=2", cache=cache)
+    with pytest.raises(HateCompressError, match=r"2 trials in a row failed .* teacher gate"):
+        sweep.run_study(cfg)
+    study = open_study(cfg)
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.FAIL]
+    for t in study.trials:
+        assert t.user_attrs["error"].startswith("teacher gate: dev macro F1")
+        assert t.params  # sampled, so the failure is tied to its params
+    rows = list(csv.DictReader((sweep.study_dir(cfg, sweep.parse_search(cfg)) / "trials.csv").open()))
+    assert [r["state"] for r in rows] == ["FAIL", "FAIL"] and rows[0]["error"].startswith("teacher gate")
+
+
 @pytest.mark.parametrize(("overrides", "message"), [
     (["hparams_search.params.kd.alpha.low=0.9", "hparams_search.params.kd.alpha.high=0.1"],
      r"hparams_search.params.kd.alpha: low=0.9 > high=0.1"),
@@ -311,6 +327,20 @@ def test_the_last_slot_goes_to_the_lower_trial_number():
     assert not sweep.has_slot(trials, fourth.number, 3)
     study.tell(second, state=TrialState.FAIL)  # a failed trial frees its slot
     assert sweep.has_slot(study.get_trials(deepcopy=False), fourth.number, 3)
+
+
+def test_a_requeued_trial_keeps_its_slot_until_popped():
+    study = optuna.create_study()
+    study.tell(study.ask(), 0.5)  # 0 COMPLETE
+    study.tell(study.ask(), state=TrialState.FAIL)  # 1 FAIL
+    study.add_trial(optuna.create_trial(state=TrialState.WAITING))  # 2 re-queued params
+    # 3 created by a worker racing the re-queue (a fresh trial instead of popping 2)
+    racer = study._storage.get_trial(study._storage.create_new_trial(study._study_id))
+    trials = study.get_trials(deepcopy=False)
+    assert racer.number == 3 and trials[2].state == TrialState.WAITING
+    assert not sweep.has_slot(trials, racer.number, 2)  # the last slot is 2's
+    assert sweep.has_slot(trials, racer.number, 3)
+    assert sweep.has_slot(trials, 2, 2)
 
 
 def test_stale_running_trials_are_failed_and_requeued_once(tmp_path):
