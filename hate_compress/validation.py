@@ -2,15 +2,29 @@
 
 A bad `prune.sparsity` must not surface after an hour of teacher training and KD: every stage's
 options are checked here, up front, with the same one-line messages the stages themselves use.
+That includes things only a later stage reads (the student's architecture, KD loss terms,
+pruning/quantization options, Lightning Trainer arguments) and a `teacher.checkpoint`
+directory, whose weights are refused here if they are not safetensors.
 """
 
 from __future__ import annotations
 
+import inspect
+import logging
 import math
+from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from hate_compress.errors import ConfigError
+from hate_compress.errors import ConfigError, ModelLoadError
+
+log = logging.getLogger(__name__)
+
+# Trainer arguments make_trainer sets itself, per stage
+_TRAINER_OWNED = {"max_epochs": "the stage's epochs (teacher.train.epochs, student.train.epochs, "
+                                "prune.finetune_epochs)",
+                  "default_root_dir": "the run directory", "logger": "the logger group",
+                  "callbacks": "the stage", "enable_checkpointing": "the stage"}
 
 
 def _number(node, key: str) -> float:
@@ -30,13 +44,16 @@ def validate_config(cfg: DictConfig) -> None:
     from hate_compress.compress.quantization import QUANTIZERS
 
     stages = list(cfg.stages)
-    if "kd" in stages or ("prune" in stages and cfg.prune.get("kd", True)):
+    uses_kd = "kd" in stages or ("prune" in stages and cfg.prune.method != "none"
+                                 and cfg.prune.get("kd", True))
+    if uses_kd:
         alpha = _number(cfg.kd, "kd.alpha")
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"kd.alpha={alpha} is outside [0, 1] (the weight of the teacher side)")
         temperature = _number(cfg.kd, "kd.temperature")
         if temperature <= 0:
             raise ConfigError(f"kd.temperature={temperature} must be > 0")
+        _check_kd_terms(cfg.kd)
     if "prune" in stages and cfg.prune.method != "none":
         if cfg.prune.method not in PRUNERS:
             raise ConfigError(f"prune.method={cfg.prune.method!r} is not one of {sorted(PRUNERS)}")
@@ -45,9 +62,12 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"prune.sparsity={sparsity} is outside [0, 1)")
         if int(cfg.prune.finetune_epochs) < 0:
             raise ConfigError(f"prune.finetune_epochs={cfg.prune.finetune_epochs} must be >= 0")
+        _check_prune_options(cfg.prune)
     if "quant" in stages and cfg.quant.method not in {"none", *QUANTIZERS}:
         raise ConfigError(f"quant.method={cfg.quant.method!r} is not one of "
                           f"{sorted({'none', *QUANTIZERS})}")
+    if "quant" in stages and cfg.quant.method != "none":
+        _check_quant_options(cfg.quant)
     for role in ("teacher", "student"):
         train = cfg[role].train
         for key in ("lr", "warmup_ratio", "weight_decay"):
@@ -59,3 +79,118 @@ def validate_config(cfg: DictConfig) -> None:
     gate = _number(cfg.teacher, "teacher.min_f1")
     if not 0.0 <= gate <= 1.0:
         raise ConfigError(f"teacher.min_f1={gate} is outside [0, 1]")
+    if cfg.teacher.get("checkpoint"):
+        check_teacher_checkpoint(Path(str(cfg.teacher.checkpoint)).expanduser())
+    else:
+        _check_backbone(cfg.teacher.backbone, "teacher")
+    if "kd" in stages:
+        _check_backbone(cfg.student.backbone, "student")
+    _check_trainer(cfg)
+
+
+def check_teacher_checkpoint(directory: Path) -> None:
+    """A saved teacher must be one of ours, with safetensors weights — checked before any data
+    is read, and without unpickling anything a stranger may have put there."""
+    from hate_compress.models.artifact import META_FILE, WEIGHTS_FILE
+    from hate_compress.safety import check_safetensors, pickle_weight_files
+
+    key = f"teacher.checkpoint={directory}"
+    if not directory.is_dir():
+        raise ConfigError(f"{key}: no saved hate_compress model there (directory does not exist)")
+    weights = directory / WEIGHTS_FILE
+    pickles = pickle_weight_files(directory)
+    if not weights.exists() and pickles:
+        raise ModelLoadError(
+            f"{key}: refusing to load {', '.join(pickles)}: pickle-based weights can run code when "
+            f"loaded; only {WEIGHTS_FILE} is read — convert them to safetensors, or point "
+            "teacher.checkpoint at a directory saved by hate_compress"
+        )
+    if not (directory / META_FILE).exists():
+        raise ConfigError(f"{key}: no saved hate_compress model there (no {META_FILE})")
+    if not weights.exists():
+        raise ModelLoadError(f"{key}: {WEIGHTS_FILE} is missing")
+    check_safetensors(weights, what="weights file")
+
+
+def _check_kd_terms(kd) -> None:
+    from hate_compress.kd.terms import TERMS
+
+    terms = kd.get("terms") or {}
+    if not isinstance(terms, DictConfig):
+        raise ConfigError("kd.terms must be a mapping of term name -> options")
+    for name in terms:
+        if name not in TERMS:
+            raise ConfigError(
+                f"kd.terms.{name}: unknown loss term; registered terms: {', '.join(sorted(TERMS))}"
+            )
+
+
+def _check_prune_options(prune) -> None:
+    """The same constructor/keyword checks the prune stage applies, minus the model."""
+    from hate_compress.compress.pruning import PruningCallback
+
+    options = OmegaConf.to_container(prune.get("options") or {}, resolve=True)
+    if int(prune.finetune_epochs) > 0:
+        accepted = set(inspect.signature(PruningCallback).parameters) - {"method", "sparsity"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise ConfigError(f"prune.options.{unknown[0]} is not an option of prune.method="
+                              f"{prune.method!r} (options: {sorted(accepted)})")
+        PruningCallback(prune.method, float(prune.sparsity), **options)
+    else:
+        accepted = {"scope", "include_embeddings", "include_head", "calibration_batches",
+                    "sequential", "head_sparsity", "ffn_sparsity"}
+        unknown = sorted(set(options) - accepted)
+        if unknown:
+            raise ConfigError(f"prune.{unknown[0]} is not a pruning option")
+
+
+def _check_quant_options(quant) -> None:
+    from hate_compress.compress.quantization import get_quantizer
+
+    quantizer = get_quantizer(quant.method)
+    options = quant.get("options") or {}
+    unknown = sorted(set(options) - set(quantizer.options))
+    if unknown:
+        raise ConfigError(
+            f"quant.{unknown[0]} is not an option of quant.method={quant.method!r} "
+            f"(options: {sorted(quantizer.options) or 'none'})"
+        )
+    if int(quant.get("calibration_batches", 0)) < 0:
+        raise ConfigError(f"quant.calibration_batches={quant.calibration_batches} must be >= 0")
+
+
+def _check_backbone(backbone, role: str) -> None:
+    """What `build_backbone` would reject — but for the student that is only after the teacher
+    has trained, so it is checked here too."""
+    name_or_path, scratch = backbone.get("name_or_path"), backbone.get("scratch")
+    if bool(name_or_path) == bool(scratch):
+        raise ConfigError(
+            f"{role}.backbone: set exactly one of name_or_path (pretrained) or scratch (random init)"
+        )
+    if backbone.get("trust_remote_code"):
+        log.warning("%s.backbone.trust_remote_code=true: the model repository's own Python code "
+                    "will run on this machine", role)
+    if scratch:
+        hidden, heads = scratch.get("hidden_size"), scratch.get("num_attention_heads")
+        if isinstance(hidden, int) and isinstance(heads, int):
+            if heads < 1 or hidden < 1:
+                raise ConfigError(f"{role}.backbone.scratch: hidden_size={hidden} and "
+                                  f"num_attention_heads={heads} must be >= 1")
+            if hidden % heads:
+                raise ConfigError(
+                    f"{role}.backbone.scratch: hidden_size={hidden} is not divisible by "
+                    f"num_attention_heads={heads}"
+                )
+
+
+def _check_trainer(cfg: DictConfig) -> None:
+    """An unknown `trainer.*` key would otherwise be a TypeError traceback from pl.Trainer."""
+    import lightning.pytorch as pl
+
+    accepted = set(inspect.signature(pl.Trainer.__init__).parameters) - {"self"}
+    for key in cfg.get("trainer") or {}:
+        if key in _TRAINER_OWNED:
+            raise ConfigError(f"trainer.{key} cannot be set: it comes from {_TRAINER_OWNED[key]}")
+        if key not in accepted:
+            raise ConfigError(f"trainer.{key} is not a Lightning Trainer argument")

@@ -23,7 +23,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from hate_compress.data.reading import (
     FORMATS,
@@ -286,9 +286,9 @@ class HateDataModule(pl.LightningDataModule):
             groups.append((keys, self._encoded(tok, split), _pad_id(tok), tok.padding_side == "left"))
         if batch_size is None:
             batch_size = self.batch_size if split == "train" else self.eval_batch_size
-        generator = torch.Generator().manual_seed(self.split_seed) if shuffle else None
+        sampler = EpochSeededSampler(len(data), self.split_seed) if shuffle else None
         return DataLoader(
-            _IndexDataset(len(data)), batch_size=batch_size, shuffle=shuffle, generator=generator,
+            _IndexDataset(len(data)), batch_size=batch_size, sampler=sampler,
             collate_fn=_Collate(data.labels, groups), num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
@@ -387,6 +387,32 @@ def _tokenize(tok: Any, texts: list[str], max_length: int) -> list[np.ndarray]:
                   padding=False, return_attention_mask=False, return_token_type_ids=False)
         out.extend(np.asarray(ids, dtype=np.int64) for ids in enc["input_ids"])
     return out
+
+
+class EpochSeededSampler(Sampler[int]):
+    """A shuffle whose order is a function of (seed, epoch) only.
+
+    A `shuffle=True` DataLoader draws each epoch's order from a generator that advances once per
+    epoch *of this process*, so a run resumed at epoch 3 would replay epoch 0's order and end
+    with different weights than the run that was never interrupted. Lightning calls `set_epoch`
+    on the sampler before every training epoch (with the epoch restored from the checkpoint), so
+    here the order depends only on where training is, not on how it got there.
+    """
+
+    def __init__(self, n: int, seed: int):
+        self.n = int(n)
+        self.seed = int(seed)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return iter(torch.randperm(self.n, generator=generator).tolist())
 
 
 class _IndexDataset(Dataset):
