@@ -232,3 +232,21 @@ def test_real_germeval_module():
                             label_column="coarse", positive_label="OFFENSE")
     assert module.split_sizes == {"train": 3879, "dev": 431, "test": 3047}
     assert module.label_names[module.positive_index] == "OFFENSE"
+
+
+def test_test_size_holds_out_a_stratified_test_split(tmp_path):
+    from hate_compress.data import HateDataModule
+
+    path = tmp_path / "d.csv"
+    rows = [f"text {i},{'A' if i % 4 else 'B'}" for i in range(200)]
+    path.write_text("text,label\n" + "\n".join(rows) + "\n")
+    dm = HateDataModule(path, task="binary", test_size=0.2, dev_size=0.1, split_seed=1)
+    sizes = dm.split_sizes
+    assert sizes == {"train": 144, "dev": 16, "test": 40}
+    assert dm.has_test
+    test_labels = dm.labels("test")
+    assert (test_labels == dm.label_names.index("B")).sum() == 10  # 25% B, stratified
+    seen = set(dm.texts("train")) | set(dm.texts("dev"))
+    assert not seen & set(dm.texts("test"))
+    again = HateDataModule(path, task="binary", test_size=0.2, dev_size=0.1, split_seed=1)
+    assert again.texts("test") == dm.texts("test")

@@ -64,7 +64,9 @@ class HateDataModule(pl.LightningDataModule):
         positive_label: str | None = None,
         strip_labels: bool = True,
         binary_from: Mapping[str, Any] | None = None,
+        multilabel_from: Mapping[str, Any] | None = None,
         dev_size: float = 0.1,
+        test_size: float | int | None = None,
         split_seed: int = 42,
         max_length: int = 128,
         batch_size: int = 32,
@@ -77,12 +79,17 @@ class HateDataModule(pl.LightningDataModule):
             text_column=text_column, task=task, label_column=label_column, label_columns=label_columns,
             label_delimiter=label_delimiter, label_names=label_names, positive_label=positive_label,
             strip_labels=strip_labels, binary_from=dict(binary_from) if binary_from is not None else None,
+            multilabel_from=dict(multilabel_from) if multilabel_from is not None else None,
         )
         if format not in FORMATS:
             raise ConfigError(f"data.format must be one of {', '.join(FORMATS)}, got {format!r}")
         if train_file is None or str(train_file) == "":
             raise ConfigError("data.train_file is required")
         _check_dev_size(dev_size)
+        if test_size is not None:
+            if test_file:
+                raise ConfigError("data.test_size and data.test_file are both set; use one")
+            _check_dev_size(test_size, "test_size")
         for key, value, low in (("max_length", max_length, 2), ("batch_size", batch_size, 1),
                                 ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -91,6 +98,7 @@ class HateDataModule(pl.LightningDataModule):
         self.dev_file = Path(dev_file) if dev_file else None
         self.test_file = Path(test_file) if test_file else None
         self.format, self.dev_size, self.split_seed = format, dev_size, int(split_seed)
+        self.test_size = test_size
         self.max_length, self.batch_size, self.eval_batch_size = max_length, batch_size, eval_batch_size
         self.num_workers = num_workers
         self.name = name or f"{self.train_file.parent.name}_{self.train_file.stem}".strip("_")
@@ -107,14 +115,20 @@ class HateDataModule(pl.LightningDataModule):
         train = read_split(self.train_file, self.schema, self.format)
         check_label_coverage(train)
         self._check_positive_label(train)
+        held_out = None
+        if self.test_size:  # no official test split: hold one out first, before dev is cut
+            train, held_out = self._split(train, self.test_size, "test_size")
         if self.dev_file is not None:
             splits = {"train": train, "dev": self._read_other(self.dev_file, train)}
         else:
-            train, dev = self._split(train)
+            train, dev = self._split(train, self.dev_size, "dev_size")
             check_label_coverage(train, dev)
             splits = {"train": train, "dev": dev}
         if self.test_file is not None:
             splits["test"] = self._read_other(self.test_file, train)
+        elif held_out is not None:
+            check_label_coverage(train, held_out)
+            splits["test"] = held_out
         self._splits = splits
 
     def _read_other(self, path: Path, train: LabeledTexts) -> LabeledTexts:
@@ -132,16 +146,16 @@ class HateDataModule(pl.LightningDataModule):
                 + (f"; {hint}" if (hint := did_you_mean(pos, train.label_names)) else "")
             )
 
-    def _split(self, full: LabeledTexts) -> tuple[LabeledTexts, LabeledTexts]:
+    def _split(self, full: LabeledTexts, size: float | int, key: str) -> tuple[LabeledTexts, LabeledTexts]:
+        """Stratified, seeded split of `size` rows (fraction or count) off `full`."""
         n = len(full)
-        n_dev = math.ceil(self.dev_size * n) if isinstance(self.dev_size, float) else self.dev_size
+        n_dev = math.ceil(size * n) if isinstance(size, float) else size
         strata = _strata(full)
         n_classes = len(set(strata.tolist())) if strata is not None else 1
         if not n_classes <= n_dev <= n - n_classes:
             raise DataError(
-                f"{full.path}: data.dev_size={self.dev_size} gives {n_dev} of {n} rows for the dev split, "
-                f"but both splits need at least one row per class ({n_classes}); change data.dev_size "
-                "or set data.dev_file"
+                f"{full.path}: data.{key}={size} gives {n_dev} of {n} rows for the held-out split, "
+                f"but both splits need at least one row per class ({n_classes}); change data.{key}"
             )
         if strata is not None:
             counts = np.bincount(strata)
@@ -150,7 +164,7 @@ class HateDataModule(pl.LightningDataModule):
                 name = full.label_names[rare]
                 raise DataError(
                     f"{full.path}: row {full.first_row_with(name)}: label {name!r} occurs only once; a "
-                    "stratified dev split needs at least 2 rows per label — add examples or set data.dev_file"
+                    "stratified split needs at least 2 rows per label — add examples or set data.dev_file"
                 )
         train_idx, dev_idx = train_test_split(
             np.arange(n), test_size=n_dev, random_state=self.split_seed, stratify=strata
@@ -324,13 +338,11 @@ class HateDataModule(pl.LightningDataModule):
 # -- helpers ------------------------------------------------------------------------------------
 
 
-def _check_dev_size(dev_size: Any) -> None:
-    ok = (isinstance(dev_size, float) and 0.0 < dev_size < 1.0) or (
-        isinstance(dev_size, int) and not isinstance(dev_size, bool) and dev_size >= 1)
+def _check_dev_size(size: Any, key: str = "dev_size") -> None:
+    ok = (isinstance(size, float) and 0.0 < size < 1.0) or (
+        isinstance(size, int) and not isinstance(size, bool) and size >= 1)
     if not ok:
-        raise ConfigError(
-            f"data.dev_size must be a fraction in (0, 1) or a row count >= 1, got {dev_size!r}"
-        )
+        raise ConfigError(f"data.{key} must be a fraction in (0, 1) or a row count >= 1, got {size!r}")
 
 
 def _strata(data: LabeledTexts) -> np.ndarray | None:
