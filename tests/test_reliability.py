@@ -307,6 +307,24 @@ def test_same_seed_same_metrics(tmp_path):
                              tmp_path / "b/run/kd/model/model.safetensors")
 
 
+def test_teacher_follows_teacher_seed_not_run_seed(tmp_path):
+    """One stored teacher serves several student seeds (the store is keyed by `teacher.seed`),
+    so a teacher retrained under another run seed must come out identical."""
+    weights = []
+    for name, seed in (("a", 1), ("b", 2)):
+        if name == "b":
+            shutil.copytree(tmp_path / "a" / "cache" / "tokenizers",
+                            tmp_path / "b" / "cache" / "tokenizers")
+        cfg = compose_cfg(tmp_path / name, ["pipeline=teacher", f"seed={seed}", "teacher.seed=7",
+                                            "teacher.train.epochs=2",
+                                            "trainer.limit_train_batches=2",
+                                            "trainer.limit_val_batches=1"])
+        artifact = run_pipeline(cfg, tmp_path / name / "run")["teacher"]["artifact"]
+        weights.append(Path(artifact) / "model.safetensors")
+    assert weights[0] != weights[1]  # two stores: trained twice
+    assert safetensors_equal(*weights)
+
+
 # -- NaN guard --------------------------------------------------------------------------------
 
 

@@ -103,6 +103,18 @@ class FiniteWeights(Callback):
         self._check(trainer, pl_module)
 
 
+def stage_seed(cfg: DictConfig, stage: str) -> int:
+    """The seed a stage's training randomness follows.
+
+    The teacher has its own `teacher.seed` (the teacher store is keyed by it, so one stored
+    teacher serves several student seeds); its dropout must follow that seed too, or the stored
+    teacher would depend on which student seed happened to train it first."""
+    teacher = cfg.get("teacher")
+    if stage == "teacher" and teacher is not None and teacher.get("seed") is not None:
+        return int(teacher.seed)
+    return int(cfg.get("seed", 0))
+
+
 def make_trainer(
     cfg: DictConfig,
     stage_dir: Path,
@@ -118,7 +130,7 @@ def make_trainer(
             trainer_kwargs[key] = hardware[key]
     if isinstance(trainer_kwargs.get("strategy"), dict):
         trainer_kwargs["strategy"] = instantiate(trainer_kwargs["strategy"])
-    all_callbacks = [*callbacks, BatchSeed(int(cfg.get("seed", 0))),
+    all_callbacks = [*callbacks, BatchSeed(stage_seed(cfg, stage_dir.name)),
                      FiniteWeights(stage_dir.name)]
     if checkpoint:
         all_callbacks.append(ModelCheckpoint(
