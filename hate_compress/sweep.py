@@ -274,17 +274,21 @@ def check_space(cfg: DictConfig, search: Search) -> None:
     from hate_compress.validation import validate_config
 
     validate_stages(cfg.stages)
-    validate_config(cfg)
     if "kd" not in cfg.stages:
         raise ConfigError(f"hparams_search: stages={list(cfg.stages)} has no kd stage, whose "
                           "per-epoch dev F1 the pruner watches (use pipeline=teacher_kd or another "
                           "pipeline with kd)")
-    for param in search.params:
-        for value in param.extremes():
-            try:
-                validate_config(trial_config(cfg, {param.name: value}))
-            except ConfigError as exc:
-                raise ConfigError(f"hparams_search.params.{param.name}: {exc}") from None
+    # the base value of a searched key never runs: check every param at its ends instead
+    lows = {p.name: p.extremes()[0] for p in search.params}
+    corners = [lows] + [{**lows, p.name: v} for p in search.params for v in p.extremes()[1:]]
+    for values in corners:
+        try:
+            validate_config(trial_config(cfg, values))
+        except ConfigError as exc:
+            culprit = next((p.name for p in search.params if str(exc).startswith(f"{p.name}=")), None)
+            if culprit is None:
+                raise
+            raise ConfigError(f"hparams_search.params.{culprit}: {exc}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -504,12 +508,11 @@ def heartbeat(study: optuna.Study, trial: optuna.Trial, interval: int):
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-    out = {s.name.lower(): 0 for s in TrialState}
+    out = {s.name.lower(): 0 for s in TrialState} | {"surplus": 0}
     for t in study.get_trials(deepcopy=False):
-        out[t.state.name.lower()] += 1
+        surplus = t.state == TrialState.FAIL and t.user_attrs.get("surplus")
+        out["surplus" if surplus else t.state.name.lower()] += 1  # a lost race is no failed run
     out["finished"] = out["complete"] + out["pruned"]
-    out["surplus"] = sum(1 for t in study.get_trials(deepcopy=False)
-                         if t.state == TrialState.FAIL and t.user_attrs.get("surplus"))
     return out
 
 
@@ -805,7 +808,8 @@ def write_outputs(study: optuna.Study, search: Search, cfg: DictConfig, out_dir:
         "direction": search.direction,
         "objective": "dev macro F1 of the last stage",
         "n_trials": search.n_trials,
-        "trials": {k: now[k] for k in ("finished", "complete", "pruned", "fail", "running")},
+        "trials": {k: now[k] for k in ("finished", "complete", "pruned", "fail", "running",
+                                        "surplus")},
         "best_trial": None if best is None else best.number,
         "best_value": None if best is None else float(best.value),
         "best_params": None if best is None else dict(best.params),
@@ -823,7 +827,8 @@ def print_summary(summary: dict, out_dir: Path) -> None:
     t = summary["trials"]
     lines = [
         f"study {summary['study_name']} ({summary['storage']}): {t['finished']}/{summary['n_trials']} "
-        f"finished ({t['complete']} complete, {t['pruned']} pruned), {t['fail']} failed",
+        f"finished ({t['complete']} complete, {t['pruned']} pruned), {t['fail']} failed"
+        + (f", {t['surplus']} not run (lost the race for the last slot)" if t["surplus"] else ""),
     ]
     if summary["best_trial"] is None:
         lines.append("no complete trial yet")

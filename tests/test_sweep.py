@@ -207,11 +207,13 @@ def run_two_workers(tmp_path, cache, storage: str, *overrides) -> optuna.Study:
     assert len({t.number for t in done}) == 4
     assert len({param_set(t) for t in done}) == 4
     assert len({t.user_attrs["run_dir"] for t in done}) == 4
+    out = sweep.study_dir(search_cfg(tmp_path, *args), sweep.parse_search(search_cfg(tmp_path, *args)))
     for t in done:
-        assert (sweep.study_dir(search_cfg(tmp_path, *args), sweep.parse_search(
-            search_cfg(tmp_path, *args))) / f"trial_{t.number}" / "metrics.json").exists()
+        assert (out / f"trial_{t.number}" / "metrics.json").exists(), t.number
     surplus = [t for t in trials if t.state == TrialState.FAIL]
-    assert all(t.user_attrs.get("surplus") for t in surplus)  # only lost races, never a run
+    # only lost races, never a run
+    assert all(t.user_attrs.get("surplus") for t in surplus), [
+        (t.number, t.user_attrs.get("error")) for t in surplus]
     workers = {t.user_attrs["worker"] for t in done}
     assert len(workers) == 2, f"one worker ran every trial: {workers}"
     for i in (0, 1):
@@ -288,6 +290,12 @@ def test_bad_search_config_names_the_key(tmp_path, overrides, message):
         sweep.run_study(search_cfg(tmp_path, *overrides))
     assert not (tmp_path / "outputs" / "optuna").exists() or not any(
         (tmp_path / "outputs" / "optuna").rglob("trial_*"))
+
+
+def test_searched_keys_are_checked_at_their_ends_not_their_base_value(tmp_path):
+    sweep.parse_search(search_cfg(tmp_path, "kd.alpha=5"))  # never runs: every trial sets it
+    with pytest.raises(ConfigError, match=r"^student.train.lr=-1.0 is out of range"):
+        sweep.parse_search(search_cfg(tmp_path, "student.train.lr=-1"))  # not searched: as is
 
 
 def test_cli_error_is_one_line_with_status_2(tmp_path, capsys):
