@@ -10,6 +10,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import hate_compress.resolvers  # noqa: F401
+from hate_compress.cli import check_args
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
@@ -27,4 +28,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    check_args()
     main()

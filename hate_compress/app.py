@@ -72,7 +72,8 @@ def make_data(cfg: DictConfig):
     try:
         data = instantiate(data_cfg, _convert_="all")
     except InstantiationException as exc:  # Hydra wraps what the constructor raised
-        raise ConfigError(f"data: {user_error(exc)}") from None
+        message = user_error(exc)
+        raise ConfigError(message if message.startswith("data.") else f"data: {message}") from None
     data.setup()
     return data
 

@@ -108,4 +108,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    from hate_compress.cli import check_args
+
+    check_args()
     main()
