@@ -127,3 +127,14 @@ def test_soft_label_entropy_by_hand():
     assert values == sorted(values) and values[-1] < 1.0 and values[-1] > 0.99
     sig = soft_label_entropy(torch.tensor([[0.0]]), 1.0, "multilabel")
     assert abs(sig - math.log(2)) < 1e-6
+
+
+def test_wordpiece_vocabulary_is_deterministic(tmp_path):
+    from hate_compress.models.tokenizer import train_wordpiece_tokenizer
+
+    texts = ["Du bist ein Idiot", "Das Wetter in Berlin ist schön", "Ein Idiot bist du"] * 5
+    a = train_wordpiece_tokenizer(texts, tmp_path / "a", vocab_size=200, min_frequency=2)
+    b = train_wordpiece_tokenizer(texts, tmp_path / "b", vocab_size=200, min_frequency=2)
+    assert a.get_vocab() == b.get_vocab() and 60 < len(a) <= 200
+    assert a.tokenize("du bist") == ["du", "bist"]
+    assert a.unk_token_id not in a("Das Wetter")["input_ids"]

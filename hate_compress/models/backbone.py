@@ -9,8 +9,6 @@ reruns and other runs reuse it instead of retraining it.
 from __future__ import annotations
 
 import functools
-import hashlib
-import json
 import logging
 import os
 import socket
@@ -18,14 +16,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerFast
+from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from hate_compress.errors import ConfigError, ModelLoadError
+from hate_compress.models.tokenizer import train_wordpiece_tokenizer
 
 log = logging.getLogger(__name__)
-
-SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
 
 @functools.lru_cache(maxsize=1)
 def hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
@@ -114,65 +110,6 @@ def build_scratch_encoder(
         )
     kwargs = {"attn_implementation": attn_implementation} if attn_implementation else {}
     return drop_pooler(AutoModel.from_config(config, **kwargs))
-
-
-def _tokenizer_key(texts: Sequence[str], settings: Mapping[str, Any]) -> str:
-    digest = hashlib.sha256(json.dumps(dict(settings), sort_keys=True).encode())
-    for text in texts:
-        digest.update(text.encode("utf-8", "surrogatepass"))
-        digest.update(b"\0")
-    return digest.hexdigest()[:16]
-
-
-def train_wordpiece_tokenizer(
-    texts: Sequence[str],
-    cache_dir: str | os.PathLike,
-    *,
-    vocab_size: int = 8000,
-    lowercase: bool = True,
-    min_frequency: int = 2,
-    model_max_length: int = 512,
-) -> PreTrainedTokenizerFast:
-    """Train (or reuse from `cache_dir`) a BERT-style WordPiece tokenizer on `texts`, offline."""
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-    from tokenizers.trainers import WordPieceTrainer
-
-    settings = {"kind": "wordpiece", "vocab_size": vocab_size, "lowercase": lowercase,
-                "min_frequency": min_frequency, "model_max_length": model_max_length}
-    target = Path(cache_dir) / f"wordpiece-{_tokenizer_key(texts, settings)}"
-    if (target / "tokenizer.json").exists():
-        return PreTrainedTokenizerFast.from_pretrained(str(target))
-
-    log.info("training a WordPiece tokenizer (vocab %d) on %d texts", vocab_size, len(texts))
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    norm = [normalizers.NFD(), normalizers.StripAccents()] if lowercase else [normalizers.NFC()]
-    if lowercase:
-        norm.insert(1, normalizers.Lowercase())
-    tok.normalizer = normalizers.Sequence(norm)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    trainer = WordPieceTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
-    )
-    tok.decoder = decoders.WordPiece(prefix="##")
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]",
-        mask_token="[MASK]", model_max_length=model_max_length,
-    )
-    tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    fast.save_pretrained(str(tmp))
-    try:
-        tmp.rename(target)  # atomic: parallel runs never see a half-written tokenizer
-    except OSError:
-        pass  # another process won the race; its copy is identical
-    return PreTrainedTokenizerFast.from_pretrained(str(target))
 
 
 def build_backbone(
