@@ -10,10 +10,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 import hate_compress.resolvers  # noqa: F401
-from hate_compress.cli import check_args
+from hate_compress.cli import CONF_DIR, check_args
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
     from hate_compress.app import guarded_run
     from hate_compress.summary import objective
@@ -27,6 +27,11 @@ def main(cfg: DictConfig) -> float | None:
     return objective(metrics)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Console script `hate-compress` (same as `python -m hate_compress`)."""
     check_args()
     main()
+
+
+if __name__ == "__main__":
+    run()

@@ -20,6 +20,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 import hate_compress.resolvers  # noqa: F401
+from hate_compress.cli import CONF_DIR
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +101,7 @@ def run_study(cfg: DictConfig, out_dir: Path) -> list[dict]:
     return rows
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
     from hate_compress.app import guarded_call
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -116,7 +117,7 @@ class CachedTeacher:
             if pooling is not None:
                 tensors[f"{split}.pooled"] = torch.cat(pooled)[inverse].contiguous()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")  # parallel workers never share a temp file
         save_file(tensors, str(tmp))
         tmp.replace(path)
         return cls(tensors)
