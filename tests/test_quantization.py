@@ -280,3 +280,23 @@ def test_count_parameters_of_quantized_model_equals_fp32(method):
     # rounding zeroes the tiniest weights: int8 a few, nf4 (which has an exact 0 level and only
     # 16 levels) those below ~4% of their block's absmax — never a large share
     assert counts["sparsity"] < (0.12 if method == "nf4" else 0.02)
+
+
+@pytest.mark.parametrize("method", ["dynamic_int8", "static_int8"])
+def test_int8_embeddings_shrink_an_embedding_heavy_model_and_round_trip(tmp_path, method):
+    """tiny_model's vocabulary table is a large share of its file, as in small students."""
+    ids, mask = random_inputs(48)
+    save_classifier(tiny_model(), tmp_path / "fp32", None, CARD)
+    plain = quantized(method)
+    save_classifier(plain, tmp_path / "linears", None, CARD)
+    model = quantized(method, include_embeddings=True)
+    before = logits(model, ids, mask)
+    save_classifier(model, tmp_path / "all", None, CARD)
+    with safe_open(str(tmp_path / "all" / "model.safetensors"), "pt") as f:
+        assert f.get_tensor("encoder.embeddings.word_embeddings.weight.qdata").dtype == torch.int8
+    assert weights_bytes(tmp_path / "all") < 0.8 * weights_bytes(tmp_path / "linears")
+    assert weights_bytes(tmp_path / "fp32") / weights_bytes(tmp_path / "all") > 3.0
+    reference = logits(tiny_model(), ids, mask)
+    assert (before.argmax(-1) == reference.argmax(-1)).float().mean() >= 0.9
+    loaded, _, _ = load_classifier(tmp_path / "all", with_tokenizer=False)
+    assert torch.allclose(logits(loaded, ids, mask), before, atol=1e-6, rtol=0)

@@ -83,6 +83,12 @@ def linear_targets(model: nn.Module, include_head: bool = False) -> list[str]:
     return names
 
 
+def embedding_targets(model: nn.Module) -> list[str]:
+    """Names of the encoder's embedding tables (token, position, type)."""
+    return [name for name, module in model.named_modules()
+            if isinstance(module, nn.Embedding) and name.startswith("encoder.")]
+
+
 def _replace_module(model: nn.Module, name: str, new: nn.Module) -> None:
     parent, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent) if parent else model, child, new)
@@ -243,12 +249,24 @@ def _reduce_range() -> bool:
 
 
 class _TorchaoInt8(Quantizer):
-    """Shared torchao plumbing: group targets by config and let `quantize_` swap the weights."""
+    """Shared torchao plumbing: group targets by config and let `quantize_` swap the weights.
 
-    options = {"include_head": False}
+    `include_embeddings` also stores the embedding tables as int8 (weight-only, per row): in
+    small students the vocabulary table is most of the file, so without it int8 cannot shrink
+    a model much more than ~2-4x."""
+
+    options = {"include_head": False, "include_embeddings": False}
 
     def configs(self, model, targets, opts, calibration, input_key, reduce_range) -> dict[str, Any]:
         raise NotImplementedError
+
+    def embedding_configs(self, model: nn.Module, opts: Mapping) -> dict[str, Any]:
+        if not opts.get("include_embeddings"):
+            return {}
+        from torchao.quantization import Int8WeightOnlyConfig
+
+        config = Int8WeightOnlyConfig(set_inductor_config=False)
+        return {name: config for name in embedding_targets(model)}
 
     def _quantize(self, model: nn.Module, configs: Mapping[str, Any]) -> None:
         from torchao.quantization import quantize_
@@ -262,12 +280,12 @@ class _TorchaoInt8(Quantizer):
     def apply(self, model, targets, opts, calibration, input_key):
         reduce_range = _reduce_range()
         configs = self.configs(model, targets, opts, calibration, input_key, reduce_range)
-        self._quantize(model, configs)
+        self._quantize(model, {**configs, **self.embedding_configs(model, opts)})
         return {"reduce_range": reduce_range}
 
     def rebuild(self, model, step):
         configs = self.configs(model, step["targets"], step["options"], None, "", step["reduce_range"])
-        self._quantize(model, configs)
+        self._quantize(model, {**configs, **self.embedding_configs(model, step["options"])})
 
 
 class DynamicInt8(_TorchaoInt8):
@@ -284,7 +302,7 @@ class DynamicInt8(_TorchaoInt8):
 
 class StaticInt8(_TorchaoInt8):
     name = "static_int8"
-    options = {"include_head": False, "num_batches": None}
+    options = {"include_head": False, "include_embeddings": False, "num_batches": None}
 
     def configs(self, model, targets, opts, calibration, input_key, reduce_range):
         from torchao.quantization import Int8StaticActivationInt8WeightConfig
