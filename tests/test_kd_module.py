@@ -138,3 +138,12 @@ def test_wordpiece_vocabulary_is_deterministic(tmp_path):
     assert a.get_vocab() == b.get_vocab() and 60 < len(a) <= 200
     assert a.tokenize("du bist") == ["du", "bist"]
     assert a.unk_token_id not in a("Das Wetter")["input_ids"]
+
+
+def test_wordpiece_keeps_bangla_vowel_signs(tmp_path):
+    from hate_compress.models.tokenizer import train_wordpiece_tokenizer
+
+    texts = ["এই সরকার কে যারা নির্লজ্জের মত সাপোর্ট দিয়েছে", "তাদের আরো এমন রাস্তায় কাঁদতে হবে"] * 5
+    tok = train_wordpiece_tokenizer(texts, tmp_path, vocab_size=300, min_frequency=2)
+    word = "নির্লজ্জের"
+    assert tok.decode(tok(word)["input_ids"], skip_special_tokens=True).replace(" ", "") == word

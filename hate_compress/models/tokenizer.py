@@ -24,15 +24,16 @@ from transformers import PreTrainedTokenizerFast
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-VOCAB_VERSION = "greedy-saving-v1"  # part of the cache key: change it when the rule changes
+VOCAB_VERSION = "greedy-saving-v2"  # part of the cache key: change it when the rule changes
 MAX_PIECE = 16  # longer pieces are rare and only bloat the candidate table
 
 
 def _pipeline(lowercase: bool):
+    """NFC (+ lowercase). No accent stripping: in Bangla (and Hindi, ...) the vowel signs and the
+    virama are combining marks, and BERT's StripAccents would delete them from every word."""
     from tokenizers import normalizers, pre_tokenizers
 
-    norm = [normalizers.NFD(), normalizers.Lowercase(), normalizers.StripAccents()] if lowercase \
-        else [normalizers.NFC()]
+    norm = [normalizers.NFC(), normalizers.Lowercase()] if lowercase else [normalizers.NFC()]
     return normalizers.Sequence(norm), pre_tokenizers.BertPreTokenizer()
 
 
