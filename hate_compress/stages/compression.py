@@ -33,6 +33,13 @@ def skip(run: Run, stage: str, reason: str) -> None:
     run.record(stage, {"skipped": reason})
 
 
+def finish(run: Run, stage: str, trained: Trained, extra: dict) -> None:
+    """Save the compressed copy, make it the model later stages work on, and measure it."""
+    save(run, trained, run.stage_dir(stage) / "model")
+    run.current = trained
+    measure_stage(run, stage, trained, extra=extra)
+
+
 def finetune_loss(run: Run, trained: Trained):
     """Recover from pruning under the same teacher (KD loss) when there is one, else labels."""
     use_kd = run.cfg.prune.get("kd", True) and run.teacher is not None and trained.key != "teacher"
@@ -65,12 +72,9 @@ def prune_stage(run: Run) -> None:
         details = prune_model(trained.model, cfg.method, cfg.sparsity, calibration_batches=calib,
                               input_key=trained.key,
                               **{k: v for k, v in options.items() if k != "calibration_batches"})
-    save(run, trained, run.stage_dir("prune") / "model")
-    run.current = trained
-    measure_stage(run, "prune", trained, extra={
-        "method": cfg.method, "target_sparsity": float(cfg.sparsity),
-        "finetune_epochs": epochs, "pruning": {**sparsity_report(trained.model),
-                                               **_jsonable(details)},
+    finish(run, "prune", trained, {
+        "method": cfg.method, "target_sparsity": float(cfg.sparsity), "finetune_epochs": epochs,
+        "pruning": {**sparsity_report(trained.model), **_jsonable(details)},
     })
 
 
@@ -86,9 +90,7 @@ def quant_stage(run: Run) -> None:
                        input_key=trained.key, **plain(cfg.get("options") or {}))
     except QuantizationUnavailable as exc:
         return skip(run, "quant", str(exc))
-    save(run, trained, run.stage_dir("quant") / "model")
-    run.current = trained
-    measure_stage(run, "quant", trained, extra={"method": cfg.method})
+    finish(run, "quant", trained, {"method": cfg.method})
 
 
 def _jsonable(details) -> dict:
