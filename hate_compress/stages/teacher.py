@@ -21,6 +21,7 @@ import lightning.pytorch as pl
 from hate_compress.errors import ConfigError, GateError
 from hate_compress.evaluation import measure_stage
 from hate_compress.models.artifact import load_classifier, read_meta
+from hate_compress.models.tokenizer import VOCAB_VERSION
 from hate_compress.run import Run, Trained, register_stage
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
 
@@ -33,7 +34,7 @@ _IDENTITY_EXCLUDE = ("checkpoint", "min_f1", "retrain")
 def teacher_key(run: Run) -> str:
     cfg = {k: v for k, v in plain(run.cfg.teacher).items() if k not in _IDENTITY_EXCLUDE}
     trainer = plain(run.cfg.trainer)
-    ident = {"teacher": cfg, "data": run.data.fingerprint(),
+    ident = {"teacher": cfg, "data": run.data.fingerprint(), "vocab_rule": VOCAB_VERSION,
              "max_length": run.data.max_length, "batch_size": run.data.batch_size,
              "limits": {k: trainer.get(k) for k in ("limit_train_batches", "max_steps")}}
     digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
