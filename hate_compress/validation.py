@@ -115,8 +115,10 @@ def check_teacher_checkpoint(directory: Path) -> None:
 def _check_kd_terms(kd) -> None:
     from hate_compress.kd.terms import TERMS
 
-    terms = kd.get("terms") or {}
-    if not isinstance(terms, DictConfig):
+    terms = kd.get("terms")
+    if terms is None:
+        return
+    if not isinstance(terms, (DictConfig, dict)):
         raise ConfigError("kd.terms must be a mapping of term name -> options")
     for name in terms:
         if name not in TERMS:

@@ -140,3 +140,12 @@ def test_custom_student_size_from_config(tiny_cfg, tmp_path):
     assert (model.num_layers, model.hidden_size) == (1, 48)
     assert model.encoder.config.intermediate_size == 96
     assert metrics["kd"]["shared_tokenizer"] is True  # custom students read the teacher's tokens
+
+
+def test_kd_none_is_the_label_only_control(tiny_cfg, tmp_path):
+    metrics = run_pipeline(tiny_cfg("pipeline=teacher_kd", "kd=none"), tmp_path / "run")
+    assert metrics["kd"]["kd"] == "none"
+    assert metrics["kd"]["teacher_cache"] is False  # no term needs the teacher
+    header = (tmp_path / "run" / "kd" / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/ce" in header and "train/logit" not in header
+    assert 0 <= metrics["kd"]["test"]["agreement"] <= 1  # still measured against the teacher
