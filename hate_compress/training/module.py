@@ -70,9 +70,12 @@ class ClassifierModule(pl.LightningModule):
             output_hidden_states=self.need_hidden, output_attentions=self.need_attentions,
         )
 
-    def _loss(self, batch, split: str) -> tuple[Tensor, ModelOutputs, ModelOutputs | None]:
-        student = self.student_outputs(batch)
+    def _loss(self, batch, split: str) -> tuple[Tensor, ModelOutputs, ModelOutputs | None, dict]:
+        # teacher first: measured ~7% faster per KD step than after the student's forward
+        # (bench/README.md); the teacher is eval-mode and draws no random numbers, so the
+        # student's dropout masks are unchanged
         teacher = self.teacher_source.outputs(batch, split) if self.teacher_source else None
+        student = self.student_outputs(batch)
         ctx = LossContext(student=student, teacher=teacher, labels=batch["labels"],
                           task=self.task, shared_tokenizer=self.shared_tokenizer)
         total, parts = self.loss(ctx)
