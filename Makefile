@@ -35,7 +35,6 @@ lint: install
 	$(PY) -m ruff check hate_compress tests bench
 
 bench: install
-	$(PY) -m pytest -q -m slow
 	$(PY) bench/run_all.py
 
 clean:

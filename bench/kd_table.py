@@ -31,9 +31,9 @@ def sweep_command(data: str, seeds: str, extra: list[str], sweep_dir: Path) -> l
             f"hydra.sweep.dir={sweep_dir}", "trainer.enable_progress_bar=false", *extra]
 
 
-def collect(sweep_dir: Path) -> dict[str, list[dict]]:
+def collect(sweep_dirs: list[Path]) -> dict[str, list[dict]]:
     rows: dict[str, list[dict]] = {}
-    for path in sorted(sweep_dir.glob("*/metrics.json")):
+    for path in sorted(p for d in sweep_dirs for p in d.glob("*/metrics.json")):
         metrics = json.loads(path.read_text())
         if metrics.get("run", {}).get("status") != "ok":
             raise SystemExit(f"{path}: cell failed: {metrics.get('run', {}).get('error')}")
@@ -76,18 +76,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default="germeval_coarse")
     parser.add_argument("--seeds", default="1,2,3")
-    parser.add_argument("--from-dir", type=Path)
+    parser.add_argument("--from-dir", type=Path, nargs="+", help="finished sweep dir(s)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every cell")
     args = parser.parse_args()
-    sweep_dir = args.from_dir
-    if sweep_dir is None:
-        sweep_dir = ROOT / "bench" / "results" / f"kd_table_{args.data}"
-        cmd = sweep_command(args.data, args.seeds, args.overrides, sweep_dir)
+    sweep_dirs = args.from_dir
+    if sweep_dirs is None:
+        sweep_dirs = [ROOT / "bench" / "results" / f"kd_table_{args.data}"]
+        cmd = sweep_command(args.data, args.seeds, args.overrides, sweep_dirs[0])
         print("$ python " + " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)
-    out = table(collect(sweep_dir))
-    print(f"\n{date.today()} — {sweep_dir}\n\n{out}")
-    (sweep_dir / "kd_table.md").write_text(out + "\n")
+    out = table(collect(sweep_dirs))
+    print(f"\n{date.today()} — {', '.join(map(str, sweep_dirs))}\n\n{out}")
+    (sweep_dirs[0] / "kd_table.md").write_text(out + "\n")
 
 
 if __name__ == "__main__":
