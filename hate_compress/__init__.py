@@ -9,3 +9,8 @@ for _name in ("torchao", "torchao.kernel.intmm", "torch.utils._pytree"):
     _logging.getLogger(_name).setLevel(_logging.ERROR)
 
 __version__ = "0.1.0"
+
+import warnings as _warnings
+
+# Lightning 2.6 calls a torch pytree API that torch 2.13 deprecates, once per fit; not ours to fix
+_warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
