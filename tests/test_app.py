@@ -149,3 +149,22 @@ def test_kd_none_is_the_label_only_control(tiny_cfg, tmp_path):
     header = (tmp_path / "run" / "kd" / "logs" / "metrics.csv").read_text().splitlines()[0]
     assert "train/ce" in header and "train/logit" not in header
     assert 0 <= metrics["kd"]["test"]["agreement"] <= 1  # still measured against the teacher
+
+
+def test_backbone_from_a_local_directory(tiny_cfg, tmp_path):
+    """`name_or_path` may be a save_pretrained directory: how users run hub models offline."""
+    from transformers import BertConfig, BertModel
+
+    from hate_compress.models.tokenizer import train_wordpiece_tokenizer
+
+    local = tmp_path / "my-bert"
+    tok = train_wordpiece_tokenizer(["Du bist ein Idiot", "Das Wetter ist schön"] * 5,
+                                    tmp_path / "tok", vocab_size=80, min_frequency=1)
+    BertModel(BertConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=1,
+                         num_attention_heads=2, intermediate_size=64)).save_pretrained(local)
+    tok.save_pretrained(local)
+    metrics = run_pipeline(tiny_cfg("pipeline=teacher", f"teacher.backbone.name_or_path={local}",
+                                    "teacher.backbone.scratch=null",
+                                    "teacher.backbone.tokenizer=null"), tmp_path / "run")
+    model, _, _ = load_classifier(metrics["teacher"]["artifact"])
+    assert (model.num_layers, model.hidden_size) == (1, 32)
