@@ -6,6 +6,7 @@ composed config directly; `__main__` is only the thin Hydra entry point.
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 import time
@@ -133,8 +134,6 @@ def fail(message: str, run_dir: Path | None, multirun: bool) -> None:
     """One line on stderr; in a sweep the cell is recorded as failed and the sweep goes on."""
     print(f"error: {message}", file=sys.stderr, flush=True)
     if run_dir is not None:
-        import json
-
         path = run_dir / "metrics.json"
         metrics = json.loads(path.read_text()) if path.exists() else {}
         metrics.setdefault("run", {}).update({"status": "failed", "error": message})

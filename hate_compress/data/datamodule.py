@@ -359,7 +359,7 @@ def _strata(data: LabeledTexts) -> np.ndarray | None:
     return data.labels[:, usable[0]].astype(np.int64) if usable else None
 
 
-def _backend_config(tok: Any) -> str:
+def tokenizer_config(tok: Any) -> str:
     """The tokenizer's full pipeline (minus per-call truncation/padding state) as a string."""
     backend = getattr(tok, "backend_tokenizer", None)
     if backend is None:
@@ -377,7 +377,7 @@ def _same_tokenizer(a: Any, b: Any) -> bool:
         return False
     if len(a) != len(b) or _pad_id(a) != _pad_id(b) or a.padding_side != b.padding_side:
         return False
-    return _backend_config(a) == _backend_config(b)
+    return tokenizer_config(a) == tokenizer_config(b)
 
 
 def _pad_id(tok: Any) -> int:

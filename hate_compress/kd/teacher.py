@@ -17,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
+from hate_compress.data.datamodule import tokenizer_config
 from hate_compress.kd.outputs import ModelOutputs
 from hate_compress.models.classifier import HateClassifier, pool
 
@@ -60,9 +61,7 @@ def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
 def tokenizer_fingerprint(tokenizer) -> str:
     """Identity of a tokenizer's pipeline, ignoring truncation/padding state that tokenizing
     a dataset sets on it (the same tokenizer must not look different after use)."""
-    from hate_compress.data.datamodule import _backend_config
-
-    return hashlib.sha256(_backend_config(tokenizer).encode()).hexdigest()
+    return hashlib.sha256(tokenizer_config(tokenizer).encode()).hexdigest()
 
 
 def cache_key(*parts: str) -> str:
