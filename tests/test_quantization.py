@@ -166,8 +166,10 @@ def test_static_int8_num_batches_limits_calibration():
     calib = batches(*random_inputs(32, seed=3))
     model = quantize_model(tiny_model(), "static_int8", calib, num_batches=1)
     assert model.compression_log[-1]["calibration_batches"] == 1
-    only_first = q.calibrate_activation_scales(tiny_model(), model.compression_log[-1]["targets"],
-                                               calib[:1])
+    step = model.compression_log[-1]
+    # reduce_range (7-bit activations) depends on the CPU: calibrate the same way the quantizer did
+    only_first = q.calibrate_activation_scales(tiny_model(), step["targets"], calib[:1],
+                                               reduce_range=step["reduce_range"])
     for name, scale in q.activation_scales(model).items():
         assert scale == pytest.approx(float(only_first[name].flatten()[0]))
 
@@ -277,9 +279,10 @@ def test_count_parameters_of_quantized_model_equals_fp32(method):
     counts = count_parameters(quantized(method))
     assert counts["params_total"] == fp32["params_total"]
     assert counts["params_nonzero"] <= counts["params_total"]
-    # rounding zeroes the tiniest weights: int8 a few, nf4 (which has an exact 0 level and only
-    # 16 levels) those below ~4% of their block's absmax — never a large share
-    assert counts["sparsity"] < (0.12 if method == "nf4" else 0.02)
+    # rounding zeroes the tiniest weights: int8 a few (twice as many on CPUs without VNNI, where
+    # torchao reduces the range to 7 bits), nf4 (which has an exact 0 level and only 16 levels)
+    # those below ~4% of their block's absmax — never a large share
+    assert counts["sparsity"] < (0.12 if method == "nf4" else 0.04)
 
 
 @pytest.mark.parametrize("method", ["dynamic_int8", "static_int8"])
