@@ -1,8 +1,8 @@
 """Teacher stage: load a given checkpoint, reuse a stored teacher, or fine-tune one; then gate it.
 
-Trained teachers go to a content-addressed store (`paths.teacher_store`) keyed by the teacher
-config, the data fingerprint and the seed, so every student of a matrix — and every later run —
-loads the same teacher instead of retraining it. A file lock makes parallel cells wait for the
+Trained teachers go to a content-addressed store (`paths.teacher_store`) keyed by the whole
+teacher-training config and the content of every data split (`teacher_identity`), so every
+student of a matrix — and every later run — loads the same teacher instead of retraining it. A file lock makes parallel cells wait for the
 one that trains.
 """
 
@@ -20,6 +20,7 @@ import lightning.pytorch as pl
 
 from hate_compress.errors import ConfigError, GateError
 from hate_compress.evaluation import measure_stage
+from hate_compress.identity import TRAINER_LOGGING_KEYS, without
 from hate_compress.models.artifact import load_classifier, read_meta
 from hate_compress.models.tokenizer import VOCAB_VERSION
 from hate_compress.run import Run, Trained, register_stage
@@ -27,18 +28,31 @@ from hate_compress.stages.common import build_classifier, fit, loss_for, plain, 
 
 log = logging.getLogger(__name__)
 
-# keys that change what the trained teacher is; everything else (gate, paths) does not
-_IDENTITY_EXCLUDE = ("checkpoint", "min_f1", "retrain")
+# Keys that provably do not change the trained teacher; everything else in the teacher, trainer,
+# hardware and data groups does (see hate_compress/identity.py for why this is an exclusion list).
+TEACHER_HARMLESS = ("checkpoint", "min_f1", "retrain")  # where it comes from, and the gate
+# files are identified by their content (`fingerprints`), so moving them changes nothing;
+# `num_workers` only parallelises loading; `name` is a label
+DATA_HARMLESS = ("name", "train_file", "dev_file", "test_file", "num_workers")
+
+
+def teacher_identity(run: Run) -> dict:
+    """Everything the teacher's weights depend on: the resolved teacher config (its seed
+    included), the whole trainer and hardware config (clipping, accumulation, precision,
+    limits, ...), the data config and the content of every split (dev picks the best epoch)."""
+    return {
+        "teacher": without(plain(run.cfg.teacher), TEACHER_HARMLESS),
+        "trainer": without(plain(run.cfg.trainer), TRAINER_LOGGING_KEYS),
+        "hardware": without(plain(run.cfg.get("hardware") or {}), ()),
+        "data": without(plain(run.cfg.data), DATA_HARMLESS),
+        "splits": run.data.fingerprints(),
+        "vocab_rule": VOCAB_VERSION,
+    }
 
 
 def teacher_key(run: Run) -> str:
-    cfg = {k: v for k, v in plain(run.cfg.teacher).items() if k not in _IDENTITY_EXCLUDE}
-    trainer = plain(run.cfg.trainer)
-    ident = {"teacher": cfg, "data": run.data.fingerprint(), "vocab_rule": VOCAB_VERSION,
-             "max_length": run.data.max_length, "batch_size": run.data.batch_size,
-             "limits": {k: trainer.get(k) for k in ("limit_train_batches", "max_steps")}}
-    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{run.cfg.teacher.name}-{digest[:12]}"
+    ident = json.dumps(teacher_identity(run), sort_keys=True, default=str)
+    return f"{run.cfg.teacher.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
 
 
 @contextmanager
