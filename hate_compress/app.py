@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 import hate_compress.resolvers  # noqa: F401  (registers ${data_file:...} and friends)
 from hate_compress import stages as _stages  # noqa: F401  (registers the stages)
 from hate_compress.errors import ConfigError, HateCompressError
+from hate_compress.resume import prepare_run_dir
 from hate_compress.run import STAGES, Run
 from hate_compress.summary import check_targets, summary_table
 from hate_compress.validation import validate_config
@@ -101,7 +102,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
     stages = validate_stages(cfg.stages)
     validate_config(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    prepare_run_dir(cfg, run_dir)  # refuses to resume under a changed config
     data = make_data(cfg)
     log.info("data %s: %s (%s, %d labels)", data.name, data.split_sizes, data.task,
              data.num_labels)

@@ -10,6 +10,7 @@ from safetensors.torch import load_file
 
 from hate_compress.app import make_data, run_pipeline
 from hate_compress.data import sample_dir
+from hate_compress.errors import ConfigError
 from hate_compress.run import Run
 from hate_compress.stages.teacher import teacher_key
 
@@ -83,3 +84,33 @@ def test_teacher_store_key_ignores_where_outputs_and_data_files_live(key_of, tmp
     copy.write_text(dev_file(tmp_path, 40).read_text())
     assert (key_of(f"paths.output_root={tmp_path / 'other'}", f"data.dev_file={copy}")
             == key_of(f"data.dev_file={dev_file(tmp_path, 40)}"))
+
+
+# -- (c) resuming a run under a changed config ----------------------------------------------
+
+
+def test_resuming_under_a_changed_config_is_refused_naming_the_keys(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "outputs" / "runs" / "r"
+    run_pipeline(tiny_cfg("pipeline=teacher", "run_name=r"), run_dir)
+    message = (r"^run_name=r was started with a different config \(kd\.alpha: 0\.5 -> 0\.7; "
+               r"trainer\.gradient_clip_val: 1\.0 -> 0\.5\); use a new run_name, or resume=false "
+               r"to start fresh$")
+    with pytest.raises(ConfigError, match=message):
+        run_pipeline(tiny_cfg("pipeline=teacher", "run_name=r", "kd.alpha=0.7",
+                              "trainer.gradient_clip_val=0.5"), run_dir)
+    # keys that cannot change a result may differ
+    again = run_pipeline(tiny_cfg("pipeline=teacher", "run_name=r", "measure.latency=false",
+                                  "trainer.log_every_n_steps=2", "logger=none"), run_dir)
+    assert again["run"]["status"] == "ok"
+
+
+def test_resume_false_starts_the_changed_run_fresh(tiny_cfg, tmp_path):
+    run_dir = tmp_path / "run"
+    run_pipeline(tiny_cfg("pipeline=teacher", "teacher.retrain=true"), run_dir)
+    stale = run_dir / "teacher" / "checkpoints" / "stale-marker"
+    stale.write_text("from the first run")
+    changed = tiny_cfg("pipeline=teacher", "teacher.retrain=true", "kd.alpha=0.7", "resume=false")
+    assert run_pipeline(changed, run_dir)["run"]["status"] == "ok"
+    assert not stale.exists()  # the old stage directory went, the teacher was trained again
+    assert (run_dir / "teacher" / "checkpoints" / "last.ckpt").exists()
+    assert "alpha: 0.7" in (run_dir / "config_resolved.yaml").read_text()
