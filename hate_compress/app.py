@@ -21,22 +21,27 @@ from omegaconf.errors import OmegaConfBaseException
 import hate_compress.resolvers  # noqa: F401  (registers ${data_file:...} and friends)
 from hate_compress import stages as _stages  # noqa: F401  (registers the stages)
 from hate_compress.errors import ConfigError, HateCompressError
-from hate_compress.resume import prepare_run_dir
+from hate_compress.resume import prepare_run_dir, run_label
 from hate_compress.run import STAGES, Run
 from hate_compress.summary import check_targets, summary_table
 from hate_compress.validation import validate_config
 
 log = logging.getLogger("hate_compress")
 
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
 
 class _DropTips(logging.Filter):
+    """Lightning's advertising tip, and its Ctrl-C notice (we print our own one line)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+        message = record.getMessage()
+        return "litlogger" not in message and "Detected KeyboardInterrupt" not in message
 
 
 def quiet_lightning() -> None:
     """Lightning has its own console handler: stop its records reaching Hydra's root handler
-    too (every line printed twice), and drop its advertising tip."""
+    too (every line printed twice), and drop its advertising tip and Ctrl-C notice."""
     for name in ("lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         logger.propagate = False
@@ -131,17 +136,35 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
     return run.metrics
 
 
+def record_status(run_dir: Path | None, status: str, **extra) -> None:
+    """Mark metrics.json `failed`/`interrupted`; best effort (the disk may be what failed)."""
+    if run_dir is None:
+        return
+    path = run_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text()) if path.exists() else {}
+        metrics.setdefault("run", {}).update({"status": status, **extra})
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics, indent=2, default=str))
+    except (OSError, ValueError) as exc:
+        log.warning("could not record status %s in %s: %s", status, path, exc)
+
+
 def fail(message: str, run_dir: Path | None, multirun: bool) -> None:
     """One line on stderr; in a sweep the cell is recorded as failed and the sweep goes on."""
     print(f"error: {message}", file=sys.stderr, flush=True)
-    if run_dir is not None:
-        path = run_dir / "metrics.json"
-        metrics = json.loads(path.read_text()) if path.exists() else {}
-        metrics.setdefault("run", {}).update({"status": "failed", "error": message})
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(metrics, indent=2, default=str))
+    record_status(run_dir, "failed", error=message)
     if not multirun:
         sys.exit(HateCompressError.exit_code)
+
+
+def interrupted(cfg: DictConfig, run_dir: Path) -> None:
+    """Ctrl-C: one line saying how to resume, status `interrupted`, exit 130 (128 + SIGINT) —
+    also in a sweep, where the user meant to stop everything."""
+    print(f"interrupted; rerun the same command ({run_label(cfg, run_dir)}) to resume",
+          file=sys.stderr, flush=True)
+    record_status(run_dir, "interrupted")
+    sys.exit(INTERRUPTED_EXIT_CODE)
 
 
 def guarded_call(fn, cfg: DictConfig, run_dir: Path, multirun: bool = False):
@@ -152,6 +175,8 @@ def guarded_call(fn, cfg: DictConfig, run_dir: Path, multirun: bool = False):
         fail(str(exc), run_dir, multirun)
     except OmegaConfBaseException as exc:
         fail(user_error(exc), run_dir, multirun)
+    except KeyboardInterrupt:
+        interrupted(cfg, run_dir)
     return None
 
 

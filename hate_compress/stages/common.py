@@ -94,8 +94,13 @@ def fit(
                            callbacks=[*callbacks, *run.callbacks.get(stage, [])])
     log.info("[%s] training %s for %d epoch(s) on %d examples", stage, trained.name,
              trainer.max_epochs, run.data.split_sizes["train"])
-    trainer.fit(module, datamodule=run.data,
-                ckpt_path=resume_path(stage_dir, bool(run.cfg.resume)))
+    try:
+        trainer.fit(module, datamodule=run.data,
+                    ckpt_path=resume_path(stage_dir, bool(run.cfg.resume)))
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into sys.exit(1) after its shutdown
+            raise KeyboardInterrupt from None
+        raise
     if trainer.checkpoint_callback is not None and not callbacks:
         # compression callbacks change the architecture mid-fit; keep their final weights
         load_best_weights(module, trainer)
