@@ -23,6 +23,7 @@ from hate_compress import stages as _stages  # noqa: F401  (registers the stages
 from hate_compress.errors import ConfigError, HateCompressError
 from hate_compress.resume import prepare_run_dir, run_label
 from hate_compress.run import STAGES, Run
+from hate_compress.storage import OUTPUT_KEY, storage_errno, storage_message, writing
 from hate_compress.summary import check_targets, summary_table
 from hate_compress.validation import validate_config
 
@@ -102,12 +103,13 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
     `callbacks` adds Lightning callbacks to named training stages (the Optuna sweep uses it to
     prune trials on per-epoch dev F1)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     quiet_lightning()
     stages = validate_stages(cfg.stages)
     validate_config(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    prepare_run_dir(cfg, run_dir)  # refuses to resume under a changed config
+    with writing(run_dir, OUTPUT_KEY):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(cfg, run_dir)  # refuses to resume under a changed config
     data = make_data(cfg)
     log.info("data %s: %s (%s, %d labels)", data.name, data.split_sizes, data.task,
              data.num_labels)
@@ -130,7 +132,8 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
     run.metrics["targets"] = check_targets(run)
     run.write_metrics()
     table = summary_table(run.metrics)
-    (run_dir / "summary.md").write_text(table + "\n")
+    with writing(run_dir / "summary.md", OUTPUT_KEY):
+        (run_dir / "summary.md").write_text(table + "\n")
     print("\n" + table + "\n", flush=True)
     print(f"metrics: {run_dir / 'metrics.json'}", flush=True)
     return run.metrics
@@ -177,6 +180,10 @@ def guarded_call(fn, cfg: DictConfig, run_dir: Path, multirun: bool = False):
         fail(user_error(exc), run_dir, multirun)
     except KeyboardInterrupt:
         interrupted(cfg, run_dir)
+    except OSError as exc:  # a write no `writing(...)` block names: still one line, the file
+        if storage_errno(exc) is None:
+            raise
+        fail(storage_message(exc, None), run_dir, multirun)
     return None
 
 

@@ -20,6 +20,7 @@ from torch import Tensor
 from hate_compress.data.datamodule import tokenizer_config
 from hate_compress.kd.outputs import ModelOutputs
 from hate_compress.models.classifier import HateClassifier, pool
+from hate_compress.storage import CACHE_KEY, writing
 
 log = logging.getLogger(__name__)
 
@@ -135,10 +136,11 @@ class CachedTeacher:
             tensors[f"{split}.logits"] = torch.cat(logits)[inverse].contiguous()
             if pooling is not None:
                 tensors[f"{split}.pooled"] = torch.cat(pooled)[inverse].contiguous()
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")  # parallel workers never share a temp file
-        save_file(tensors, str(tmp))
-        tmp.replace(path)
+        with writing(path.parent, CACHE_KEY):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file(tensors, str(tmp))
+            tmp.replace(path)
         return cls(tensors)
 
     def matches(self, sizes: dict[str, int]) -> bool:

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from hate_compress.errors import ConfigError, GateError
+from hate_compress.errors import ConfigError, GateError, StorageError
 from hate_compress.evaluation import measure_stage
 from hate_compress.identity import TRAINER_LOGGING_KEYS, without
 from hate_compress.models.artifact import load_classifier, read_meta
 from hate_compress.models.tokenizer import VOCAB_VERSION
 from hate_compress.run import Run, Trained, register_stage
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
+from hate_compress.storage import OUTPUT_KEY, STORE_KEY, check_writable, writing
 
 log = logging.getLogger(__name__)
 
@@ -57,8 +58,10 @@ def teacher_key(run: Run) -> str:
 
 @contextmanager
 def locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
+    with writing(path.parent, STORE_KEY):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "w")  # closed by the `with` below
+    with handle as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -90,9 +93,10 @@ def train_teacher(run: Run, target: Path) -> Trained:
     fit(run, "teacher", trained, loss, train_cfg=train_cfg)
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    save(run, trained, tmp, teacher_config=plain(run.cfg.teacher))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)  # a half-written teacher is never mistaken for a finished one
+    save(run, trained, tmp, STORE_KEY, teacher_config=plain(run.cfg.teacher))
+    with writing(target, STORE_KEY):
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)  # a half-written teacher is never mistaken for a finished one
     trained.path = target
     return trained
 
@@ -106,6 +110,14 @@ def obtain_teacher(run: Run) -> Trained:
         log.info("[teacher] loading %s", directory)
         return load_teacher(run, directory)
     target = Path(run.cfg.paths.teacher_store) / teacher_key(run)
+    try:
+        check_writable(target.parent, STORE_KEY)
+    except StorageError:
+        if target.exists() and not cfg.get("retrain"):  # a read-only store still serves reads
+            log.warning("[teacher] %s is not writable; reusing %s without a lock", target.parent,
+                        target)
+            return load_teacher(run, target)
+        raise
     with locked(target.with_name(target.name + ".lock")):
         if target.exists() and not cfg.get("retrain"):
             log.info("[teacher] reusing stored teacher %s (teacher.retrain=true to retrain)", target)
@@ -119,7 +131,9 @@ def teacher_stage(run: Run) -> None:
     run.data.set_tokenizers({"teacher": trained.tokenizer})
     run.teacher = run.current = trained
     values = measure_stage(run, "teacher", trained)
-    (run.stage_dir("teacher") / "model_path.txt").write_text(str(trained.path) + "\n")
+    pointer = run.stage_dir("teacher") / "model_path.txt"
+    with writing(pointer, OUTPUT_KEY):
+        pointer.write_text(str(trained.path) + "\n")
     gate = float(run.cfg.teacher.min_f1)
     dev_f1 = values["dev"]["macro_f1"]
     values["gate"] = {"min_f1": gate, "dev_macro_f1": dev_f1, "passed": dev_f1 >= gate}
