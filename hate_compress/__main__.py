@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import hydra
@@ -30,7 +31,11 @@ def main(cfg: DictConfig) -> float | None:
 def run() -> None:
     """Console script `hate-compress` (same as `python -m hate_compress`)."""
     check_args()
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # before a run directory exists (a run itself says how to resume)
+        print("interrupted", file=sys.stderr, flush=True)
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -21,21 +21,28 @@ from omegaconf.errors import OmegaConfBaseException
 import hate_compress.resolvers  # noqa: F401  (registers ${data_file:...} and friends)
 from hate_compress import stages as _stages  # noqa: F401  (registers the stages)
 from hate_compress.errors import ConfigError, HateCompressError
+from hate_compress.resume import prepare_run_dir, run_label
 from hate_compress.run import STAGES, Run
+from hate_compress.storage import OUTPUT_KEY, storage_errno, storage_message, writing
 from hate_compress.summary import check_targets, summary_table
 from hate_compress.validation import validate_config
 
 log = logging.getLogger("hate_compress")
 
+INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, what shells report for Ctrl-C
+
 
 class _DropTips(logging.Filter):
+    """Lightning's advertising tip, and its Ctrl-C notice (we print our own one line)."""
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in record.getMessage()
+        message = record.getMessage()
+        return "litlogger" not in message and "Detected KeyboardInterrupt" not in message
 
 
 def quiet_lightning() -> None:
     """Lightning has its own console handler: stop its records reaching Hydra's root handler
-    too (every line printed twice), and drop its advertising tip."""
+    too (every line printed twice), and drop its advertising tip and Ctrl-C notice."""
     for name in ("lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         logger.propagate = False
@@ -96,12 +103,13 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
     `callbacks` adds Lightning callbacks to named training stages (the Optuna sweep uses it to
     prune trials on per-epoch dev F1)."""
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     quiet_lightning()
     stages = validate_stages(cfg.stages)
     validate_config(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    (run_dir / "config_resolved.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    with writing(run_dir, OUTPUT_KEY):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(cfg, run_dir)  # refuses to resume under a changed config
     data = make_data(cfg)
     log.info("data %s: %s (%s, %d labels)", data.name, data.split_sizes, data.task,
              data.num_labels)
@@ -124,23 +132,42 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
     run.metrics["targets"] = check_targets(run)
     run.write_metrics()
     table = summary_table(run.metrics)
-    (run_dir / "summary.md").write_text(table + "\n")
+    with writing(run_dir / "summary.md", OUTPUT_KEY):
+        (run_dir / "summary.md").write_text(table + "\n")
     print("\n" + table + "\n", flush=True)
     print(f"metrics: {run_dir / 'metrics.json'}", flush=True)
     return run.metrics
 
 
+def record_status(run_dir: Path | None, status: str, **extra) -> None:
+    """Mark metrics.json `failed`/`interrupted`; best effort (the disk may be what failed)."""
+    if run_dir is None:
+        return
+    path = run_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text()) if path.exists() else {}
+        metrics.setdefault("run", {}).update({"status": status, **extra})
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(metrics, indent=2, default=str))
+    except (OSError, ValueError) as exc:
+        log.warning("could not record status %s in %s: %s", status, path, exc)
+
+
 def fail(message: str, run_dir: Path | None, multirun: bool) -> None:
     """One line on stderr; in a sweep the cell is recorded as failed and the sweep goes on."""
     print(f"error: {message}", file=sys.stderr, flush=True)
-    if run_dir is not None:
-        path = run_dir / "metrics.json"
-        metrics = json.loads(path.read_text()) if path.exists() else {}
-        metrics.setdefault("run", {}).update({"status": "failed", "error": message})
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(metrics, indent=2, default=str))
+    record_status(run_dir, "failed", error=message)
     if not multirun:
         sys.exit(HateCompressError.exit_code)
+
+
+def interrupted(cfg: DictConfig, run_dir: Path) -> None:
+    """Ctrl-C: one line saying how to resume, status `interrupted`, exit 130 (128 + SIGINT) —
+    also in a sweep, where the user meant to stop everything."""
+    print(f"interrupted; rerun the same command ({run_label(cfg, run_dir)}) to resume",
+          file=sys.stderr, flush=True)
+    record_status(run_dir, "interrupted")
+    sys.exit(INTERRUPTED_EXIT_CODE)
 
 
 def guarded_call(fn, cfg: DictConfig, run_dir: Path, multirun: bool = False):
@@ -151,6 +178,12 @@ def guarded_call(fn, cfg: DictConfig, run_dir: Path, multirun: bool = False):
         fail(str(exc), run_dir, multirun)
     except OmegaConfBaseException as exc:
         fail(user_error(exc), run_dir, multirun)
+    except KeyboardInterrupt:
+        interrupted(cfg, run_dir)
+    except OSError as exc:  # a write no `writing(...)` block names: still one line, the file
+        if storage_errno(exc) is None:
+            raise
+        fail(storage_message(exc, None), run_dir, multirun)
     return None
 
 

@@ -35,3 +35,7 @@ class GateError(HateCompressError):
 
 class TrainingDiverged(HateCompressError):
     """The loss became NaN/inf; the stage stopped and its last good checkpoint was kept."""
+
+
+class StorageError(HateCompressError):
+    """An output, cache or store directory that cannot be written: not writable, full, read-only."""

@@ -8,6 +8,7 @@ of the teacher, the student, the pruned and the quantized model are comparable r
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +18,7 @@ from hate_compress.metrics import classification_metrics
 from hate_compress.models.artifact import update_card
 from hate_compress.models.classifier import predict_logits
 from hate_compress.run import Run, Trained
+from hate_compress.storage import READ_ONLY_ERRNOS, writing
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +88,20 @@ def relative_to_teacher(run: Run, values: dict[str, Any]) -> dict[str, Any]:
     return rel
 
 
+def complete_card(directory: Path, metrics: dict) -> None:
+    """Add the measured metrics to the artifact's card. A read-only artifact (a teacher reused
+    from a read-only store, or a given `teacher.checkpoint`) keeps its card: the metrics are in
+    metrics.json anyway, and a run must not fail for not annotating someone else's model."""
+    try:
+        update_card(directory, metrics)
+    except OSError as exc:
+        if exc.errno in READ_ONLY_ERRNOS:
+            log.warning("%s: model card not updated (%s)", directory, exc.strerror)
+            return
+        with writing(directory):  # a full disk: one line naming the artifact
+            raise
+
+
 def measure_stage(run: Run, stage: str, trained: Trained, extra: dict | None = None) -> dict:
     """Score and measure `trained`, store it under `stage` in metrics.json, return the values."""
     values, logits = score(run, trained, None if stage == "teacher" else run.teacher_logits)
@@ -97,7 +113,7 @@ def measure_stage(run: Run, stage: str, trained: Trained, extra: dict | None = N
     values["artifact"] = str(trained.path) if trained.path else None
     run.record(stage, values)
     if trained.path is not None:
-        update_card(trained.path, {k: v for k, v in values.items() if k != "artifact"})
+        complete_card(Path(trained.path), {k: v for k, v in values.items() if k != "artifact"})
     split = eval_splits(run)[-1]
     log.info("%s: %s macro F1 %.4f", stage, split, values[split]["macro_f1"])
     return values

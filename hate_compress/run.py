@@ -17,6 +17,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from hate_compress.models.classifier import HateClassifier
+from hate_compress.storage import OUTPUT_KEY, writing
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,8 @@ class Run:
 
     def stage_dir(self, name: str) -> Path:
         path = self.run_dir / name
-        path.mkdir(parents=True, exist_ok=True)
+        with writing(path, OUTPUT_KEY):
+            path.mkdir(parents=True, exist_ok=True)
         return path
 
     def record(self, stage: str, values: dict[str, Any]) -> None:
@@ -56,7 +58,9 @@ class Run:
 
     def write_metrics(self) -> None:
         """Rewritten after every stage so a crash never loses what finished."""
-        (self.run_dir / "metrics.json").write_text(json.dumps(self.metrics, indent=2, default=str))
+        path = self.run_dir / "metrics.json"
+        with writing(path, OUTPUT_KEY):
+            path.write_text(json.dumps(self.metrics, indent=2, default=str))
 
 
 Stage = Callable[[Run], None]

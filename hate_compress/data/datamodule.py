@@ -241,21 +241,34 @@ class HateDataModule(pl.LightningDataModule):
         inv = np.divide(1.0, counts, out=np.zeros_like(counts), where=counts > 0)
         return torch.tensor(inv / inv[counts > 0].mean(), dtype=torch.float32)
 
-    def fingerprint(self) -> str:
-        """sha256 of the train split as used (texts in order, labels, class names, split seed).
+    def fingerprint(self, split: str = "train") -> str:
+        """sha256 of one split as used (texts in order, labels, class names, split seed).
 
-        Keys caches of per-example teacher outputs: it changes whenever any train text, label or
-        the row order changes, and not when files merely move.
+        Keys caches of per-example outputs and the teacher store: it changes whenever any text,
+        label or the row order of that split changes, and not when files merely move.
         """
-        train = self.split("train")
+        data = self.split(split)
         h = hashlib.sha256()
-        meta = {"task": self.task, "label_names": train.label_names, "split_seed": self.split_seed}
+        meta = {"task": self.task, "label_names": data.label_names, "split_seed": self.split_seed}
         h.update(json.dumps(meta, sort_keys=True).encode())
-        for text in train.texts:
-            data = text.encode("utf-8", errors="surrogatepass")
-            h.update(len(data).to_bytes(8, "little"))
-            h.update(data)
-        h.update(np.ascontiguousarray(train.labels).tobytes())
+        for text in data.texts:
+            _update_sized(h, text.encode("utf-8", errors="surrogatepass"))
+        h.update(np.ascontiguousarray(data.labels).tobytes())
+        return h.hexdigest()
+
+    def fingerprints(self) -> dict[str, str]:
+        """`fingerprint` of every split there is: what a model trained (and selected) here saw."""
+        return {split: self.fingerprint(split) for split in self._data()}
+
+    def token_fingerprint(self, key: str, split: str) -> str:
+        """sha256 of the token ids tokenizer `key`'s batches of `split` hold (plus padding).
+
+        Exactly what a model reading `key` is fed, so a cache keyed by it follows every change
+        of tokenizer, `max_length` or truncation rule without listing them."""
+        rep = self._key_to_rep[key]
+        h = hashlib.sha256(f"pad={_pad_id(rep)}:{rep.padding_side}".encode())
+        for ids in self._encoded(rep, _ALIASES.get(split, split)):
+            _update_sized(h, np.ascontiguousarray(ids, dtype="<i8").tobytes())
         return h.hexdigest()
 
     # -- tokenization -------------------------------------------------------------------------
@@ -336,6 +349,12 @@ class HateDataModule(pl.LightningDataModule):
 
 
 # -- helpers ------------------------------------------------------------------------------------
+
+
+def _update_sized(h, data: bytes) -> None:
+    """Length-prefixed, so ("ab", "c") and ("a", "bc") hash differently."""
+    h.update(len(data).to_bytes(8, "little"))
+    h.update(data)
 
 
 def _check_dev_size(size: Any, key: str = "dev_size") -> None:

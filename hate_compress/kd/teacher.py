@@ -2,7 +2,7 @@
 
 With only logit (and pooled-hidden) terms the teacher's outputs on the training set do not
 change between epochs, students or runs, so they are computed once and stored in safetensors,
-keyed by a hash of the teacher weights, the data, the tokenizer, the max length and the pooling.
+keyed by a hash of the teacher weights, the token ids of every cached split and the pooling.
 Token-level hidden or attention terms (or augmented data) need the live teacher.
 """
 
@@ -20,6 +20,7 @@ from torch import Tensor
 from hate_compress.data.datamodule import tokenizer_config
 from hate_compress.kd.outputs import ModelOutputs
 from hate_compress.models.classifier import HateClassifier, pool
+from hate_compress.storage import CACHE_KEY, writing
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,23 @@ def cache_key(*parts: str) -> str:
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
 
 
+# the splits whose teacher outputs are cached (test is only evaluated, by the live teacher)
+CACHED_SPLITS = ("train", "dev")
+
+
+def outputs_key(weights: Path, data, input_key: str, tokenizer, pooling: str | None) -> str:
+    """Cache key of a teacher's outputs: every input that decides them, for every cached split.
+
+    Per split the texts and labels (`fingerprint`) and the exact token ids the teacher reads
+    (`token_fingerprint`: tokenizer, max_length, truncation); plus the weights, the pooling and
+    the batch sizes (padding width). Keying on train alone once served another dev set's logits."""
+    parts = [file_sha256(weights), tokenizer_fingerprint(tokenizer), f"max_length={data.max_length}",
+             f"pooling={pooling}", f"batches={data.batch_size}/{data.eval_batch_size}"]
+    for split in CACHED_SPLITS:
+        parts += [split, data.fingerprint(split), data.token_fingerprint(input_key, split)]
+    return cache_key(*parts)
+
+
 class CachedTeacher:
     """Teacher outputs looked up by each example's `idx` in its split.
 
@@ -90,8 +108,11 @@ class CachedTeacher:
     ) -> CachedTeacher:
         path = Path(path)
         if path.exists():
-            log.info("teacher outputs: reusing cache %s", path)
-            return cls(load_file(str(path)))
+            cached = cls(load_file(str(path)))
+            if cached.matches({split: _num_examples(loader) for split, loader in loaders.items()}):
+                log.info("teacher outputs: reusing cache %s", path)
+                return cached
+            log.warning("teacher outputs: %s does not match the splits' sizes; recomputing", path)
         log.info("teacher outputs: computing once for %s -> %s", ", ".join(loaders), path)
         freeze(teacher)
         tensors: dict[str, Tensor] = {}
@@ -115,11 +136,17 @@ class CachedTeacher:
             tensors[f"{split}.logits"] = torch.cat(logits)[inverse].contiguous()
             if pooling is not None:
                 tensors[f"{split}.pooled"] = torch.cat(pooled)[inverse].contiguous()
-        path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")  # parallel workers never share a temp file
-        save_file(tensors, str(tmp))
-        tmp.replace(path)
+        with writing(path.parent, CACHE_KEY):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file(tensors, str(tmp))
+            tmp.replace(path)
         return cls(tensors)
+
+    def matches(self, sizes: dict[str, int]) -> bool:
+        """One row per example of every split (a second line of defence behind the key)."""
+        return all(self.has(split) and len(self.tensors[f"{split}.logits"]) == n
+                   for split, n in sizes.items())
 
     def has(self, split: str) -> bool:
         return f"{split}.logits" in self.tensors
@@ -133,6 +160,11 @@ class CachedTeacher:
             hidden = tuple(layers[:, i : i + 1] for i in range(layers.shape[1]))
         mask = torch.ones(len(idx), 1, dtype=torch.long)
         return ModelOutputs(logits=logits, attention_mask=mask, pooled=None, hidden_states=hidden)
+
+
+def _num_examples(loader) -> int:
+    dataset = getattr(loader, "dataset", None)
+    return len(dataset) if dataset is not None else sum(len(b["idx"]) for b in loader)
 
 
 class TeacherSource:

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast
 
+from hate_compress.storage import CACHE_KEY, writing
+
 log = logging.getLogger(__name__)
 
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -113,7 +115,8 @@ def train_wordpiece_tokenizer(
         sep_token="[SEP]", mask_token="[MASK]", model_max_length=model_max_length,
     )
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-    fast.save_pretrained(str(tmp))
+    with writing(Path(cache_dir), CACHE_KEY):
+        fast.save_pretrained(str(tmp))
     try:
         tmp.rename(target)  # atomic: parallel runs never see a half-written tokenizer
     except OSError:

@@ -17,6 +17,7 @@ from hate_compress.models.artifact import ModelCard, save_classifier
 from hate_compress.models.backbone import build_backbone
 from hate_compress.models.classifier import HateClassifier
 from hate_compress.run import Run, Trained
+from hate_compress.storage import OUTPUT_KEY, writing
 from hate_compress.training.module import ClassifierModule
 from hate_compress.training.trainer import load_best_weights, make_trainer, resume_path
 
@@ -48,8 +49,9 @@ def model_card(run: Run, metrics: dict | None = None, **extra) -> ModelCard:
                      metrics=metrics or {}, extra=extra)
 
 
-def save(run: Run, trained: Trained, directory: Path, **extra) -> Trained:
-    save_classifier(trained.model, directory, trained.tokenizer, model_card(run, **extra))
+def save(run: Run, trained: Trained, directory: Path, setting: str = OUTPUT_KEY, **extra) -> Trained:
+    with writing(directory, setting):
+        save_classifier(trained.model, directory, trained.tokenizer, model_card(run, **extra))
     trained.path = directory
     return trained
 
@@ -94,8 +96,14 @@ def fit(
                            callbacks=[*callbacks, *run.callbacks.get(stage, [])])
     log.info("[%s] training %s for %d epoch(s) on %d examples", stage, trained.name,
              trainer.max_epochs, run.data.split_sizes["train"])
-    trainer.fit(module, datamodule=run.data,
-                ckpt_path=resume_path(stage_dir, bool(run.cfg.resume)))
+    try:
+        with writing(stage_dir, OUTPUT_KEY):  # checkpoints and logs: a full disk is one line
+            trainer.fit(module, datamodule=run.data,
+                        ckpt_path=resume_path(stage_dir, bool(run.cfg.resume)))
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into sys.exit(1) after its shutdown
+            raise KeyboardInterrupt from None
+        raise
     if trainer.checkpoint_callback is not None and not callbacks:
         # compression callbacks change the architecture mid-fit; keep their final weights
         load_best_weights(module, trainer)

@@ -8,11 +8,11 @@ from pathlib import Path
 from hate_compress.errors import ConfigError
 from hate_compress.evaluation import measure_stage
 from hate_compress.kd.teacher import (
+    CACHED_SPLITS,
     CachedTeacher,
     LiveTeacher,
     TeacherSource,
-    cache_key,
-    file_sha256,
+    outputs_key,
     tokenizer_fingerprint,
 )
 from hate_compress.run import Run, Trained, register_stage
@@ -48,11 +48,9 @@ def teacher_source(run: Run, loss, shared: bool) -> TeacherSource:
             log.info("[kd] token-level terms need the live teacher: teacher output cache off")
         return TeacherSource(live)
     pooling = loss.terms["hidden"].pooling if "hidden_states" in needs else None
-    key = cache_key(
-        file_sha256(Path(teacher.path) / "model.safetensors"), run.data.fingerprint(),
-        tokenizer_fingerprint(teacher.tokenizer), str(run.data.max_length), str(pooling),
-    )
-    loaders = {split: run.data.dataloader(split) for split in ("train", "dev")}
+    key = outputs_key(Path(teacher.path) / "model.safetensors", run.data, teacher.key,
+                      teacher.tokenizer, pooling)
+    loaders = {split: run.data.dataloader(split) for split in CACHED_SPLITS}
     path = Path(run.cfg.paths.cache_dir) / "teacher_outputs" / f"{key}.safetensors"
     cache = CachedTeacher.build(teacher.model, loaders, teacher.key, path, pooling=pooling)
     return TeacherSource(live, cache)

@@ -1,8 +1,8 @@
 """Teacher stage: load a given checkpoint, reuse a stored teacher, or fine-tune one; then gate it.
 
-Trained teachers go to a content-addressed store (`paths.teacher_store`) keyed by the teacher
-config, the data fingerprint and the seed, so every student of a matrix — and every later run —
-loads the same teacher instead of retraining it. A file lock makes parallel cells wait for the
+Trained teachers go to a content-addressed store (`paths.teacher_store`) keyed by the whole
+teacher-training config and the content of every data split (`teacher_identity`), so every
+student of a matrix — and every later run — loads the same teacher instead of retraining it. A file lock makes parallel cells wait for the
 one that trains.
 """
 
@@ -18,33 +18,50 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
-from hate_compress.errors import ConfigError, GateError
+from hate_compress.errors import ConfigError, GateError, StorageError
 from hate_compress.evaluation import measure_stage
+from hate_compress.identity import TRAINER_LOGGING_KEYS, without
 from hate_compress.models.artifact import load_classifier, read_meta
 from hate_compress.models.tokenizer import VOCAB_VERSION
 from hate_compress.run import Run, Trained, register_stage
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
+from hate_compress.storage import OUTPUT_KEY, STORE_KEY, check_writable, writing
 
 log = logging.getLogger(__name__)
 
-# keys that change what the trained teacher is; everything else (gate, paths) does not
-_IDENTITY_EXCLUDE = ("checkpoint", "min_f1", "retrain")
+# Keys that provably do not change the trained teacher; everything else in the teacher, trainer,
+# hardware and data groups does (see hate_compress/identity.py for why this is an exclusion list).
+TEACHER_HARMLESS = ("checkpoint", "min_f1", "retrain")  # where it comes from, and the gate
+# files are identified by their content (`fingerprints`), so moving them changes nothing;
+# `num_workers` only parallelises loading; `name` is a label
+DATA_HARMLESS = ("name", "train_file", "dev_file", "test_file", "num_workers")
+
+
+def teacher_identity(run: Run) -> dict:
+    """Everything the teacher's weights depend on: the resolved teacher config (its seed
+    included), the whole trainer and hardware config (clipping, accumulation, precision,
+    limits, ...), the data config and the content of every split (dev picks the best epoch)."""
+    return {
+        "teacher": without(plain(run.cfg.teacher), TEACHER_HARMLESS),
+        "trainer": without(plain(run.cfg.trainer), TRAINER_LOGGING_KEYS),
+        "hardware": without(plain(run.cfg.get("hardware") or {}), ()),
+        "data": without(plain(run.cfg.data), DATA_HARMLESS),
+        "splits": run.data.fingerprints(),
+        "vocab_rule": VOCAB_VERSION,
+    }
 
 
 def teacher_key(run: Run) -> str:
-    cfg = {k: v for k, v in plain(run.cfg.teacher).items() if k not in _IDENTITY_EXCLUDE}
-    trainer = plain(run.cfg.trainer)
-    ident = {"teacher": cfg, "data": run.data.fingerprint(), "vocab_rule": VOCAB_VERSION,
-             "max_length": run.data.max_length, "batch_size": run.data.batch_size,
-             "limits": {k: trainer.get(k) for k in ("limit_train_batches", "max_steps")}}
-    digest = hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()
-    return f"{run.cfg.teacher.name}-{digest[:12]}"
+    ident = json.dumps(teacher_identity(run), sort_keys=True, default=str)
+    return f"{run.cfg.teacher.name}-{hashlib.sha256(ident.encode()).hexdigest()[:12]}"
 
 
 @contextmanager
 def locked(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as fh:
+    with writing(path.parent, STORE_KEY):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "w")  # closed by the `with` below
+    with handle as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -76,9 +93,10 @@ def train_teacher(run: Run, target: Path) -> Trained:
     fit(run, "teacher", trained, loss, train_cfg=train_cfg)
     tmp = target.with_name(target.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    save(run, trained, tmp, teacher_config=plain(run.cfg.teacher))
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)  # a half-written teacher is never mistaken for a finished one
+    save(run, trained, tmp, STORE_KEY, teacher_config=plain(run.cfg.teacher))
+    with writing(target, STORE_KEY):
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)  # a half-written teacher is never mistaken for a finished one
     trained.path = target
     return trained
 
@@ -92,6 +110,14 @@ def obtain_teacher(run: Run) -> Trained:
         log.info("[teacher] loading %s", directory)
         return load_teacher(run, directory)
     target = Path(run.cfg.paths.teacher_store) / teacher_key(run)
+    try:
+        check_writable(target.parent, STORE_KEY)
+    except StorageError:
+        if target.exists() and not cfg.get("retrain"):  # a read-only store still serves reads
+            log.warning("[teacher] %s is not writable; reusing %s without a lock", target.parent,
+                        target)
+            return load_teacher(run, target)
+        raise
     with locked(target.with_name(target.name + ".lock")):
         if target.exists() and not cfg.get("retrain"):
             log.info("[teacher] reusing stored teacher %s (teacher.retrain=true to retrain)", target)
@@ -105,7 +131,9 @@ def teacher_stage(run: Run) -> None:
     run.data.set_tokenizers({"teacher": trained.tokenizer})
     run.teacher = run.current = trained
     values = measure_stage(run, "teacher", trained)
-    (run.stage_dir("teacher") / "model_path.txt").write_text(str(trained.path) + "\n")
+    pointer = run.stage_dir("teacher") / "model_path.txt"
+    with writing(pointer, OUTPUT_KEY):
+        pointer.write_text(str(trained.path) + "\n")
     gate = float(run.cfg.teacher.min_f1)
     dev_f1 = values["dev"]["macro_f1"]
     values["gate"] = {"min_f1": gate, "dev_macro_f1": dev_f1, "passed": dev_f1 >= gate}

@@ -27,6 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hate_compress.errors import TrainingDiverged
 from hate_compress.safety import safe_torch_load
+from hate_compress.training.csv_log import KeepLogHistory
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +132,7 @@ def make_trainer(
     if isinstance(trainer_kwargs.get("strategy"), dict):
         trainer_kwargs["strategy"] = instantiate(trainer_kwargs["strategy"])
     all_callbacks = [*callbacks, BatchSeed(stage_seed(cfg, stage_dir.name)),
-                     FiniteWeights(stage_dir.name)]
+                     FiniteWeights(stage_dir.name), KeepLogHistory()]
     if checkpoint:
         all_callbacks.append(ModelCheckpoint(
             dirpath=str(stage_dir / "checkpoints"), filename="best", monitor="val/macro_f1",
