@@ -21,7 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 import hate_compress.resolvers  # noqa: F401  (registers ${data_file:...} and friends)
 from hate_compress import stages as _stages  # noqa: F401  (registers the stages)
 from hate_compress.errors import ConfigError, HateCompressError
-from hate_compress.run import STAGES, Run
+from hate_compress.run import PREFLIGHT, STAGES, Run
 from hate_compress.summary import check_targets, summary_table
 from hate_compress.validation import validate_config
 
@@ -111,6 +111,9 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
                           "kd": cfg.kd.name, "prune": cfg.prune.name, "quant": cfg.quant.name,
                           "seed": int(cfg.seed), "status": "running"}
     try:
+        for stage in stages:
+            if stage in PREFLIGHT:
+                PREFLIGHT[stage](run)
         for stage in stages:
             log.info("=== stage %s ===", stage)
             start = time.perf_counter()
