@@ -22,7 +22,7 @@ import hate_compress.resolvers  # noqa: F401  (registers ${data_file:...} and fr
 from hate_compress import stages as _stages  # noqa: F401  (registers the stages)
 from hate_compress.errors import ConfigError, HateCompressError
 from hate_compress.resume import prepare_run_dir, run_label
-from hate_compress.run import STAGES, Run
+from hate_compress.run import PREFLIGHT, STAGES, Run
 from hate_compress.storage import OUTPUT_KEY, storage_errno, storage_message, writing
 from hate_compress.summary import check_targets, summary_table
 from hate_compress.validation import validate_config
@@ -118,15 +118,25 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
                           "teacher": cfg.teacher.name, "student": cfg.student.name,
                           "kd": cfg.kd.name, "prune": cfg.prune.name, "quant": cfg.quant.name,
                           "seed": int(cfg.seed), "status": "running"}
-    for stage in stages:
-        log.info("=== stage %s ===", stage)
-        start = time.perf_counter()
-        # each stage starts from the run seed, so a student's init does not depend on whether
-        # the teacher was trained in this run or loaded from the store
-        pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-        STAGES[stage](run)
-        run.stage_seconds[stage] = round(time.perf_counter() - start, 1)
-        run.metrics["run"]["stage_seconds"] = run.stage_seconds
+    try:
+        for stage in stages:
+            if stage in PREFLIGHT:
+                PREFLIGHT[stage](run)
+        for stage in stages:
+            log.info("=== stage %s ===", stage)
+            start = time.perf_counter()
+            # each stage starts from the run seed, so a student's init does not depend on
+            # whether the teacher was trained in this run or loaded from the store
+            pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+            STAGES[stage](run)
+            run.stage_seconds[stage] = round(time.perf_counter() - start, 1)
+            run.metrics["run"]["stage_seconds"] = run.stage_seconds
+    except Exception as exc:
+        # whatever escapes (a user error or a bug), metrics.json must not claim "running"
+        run.metrics["run"].update(status="failed", error=user_error(exc) if isinstance(
+            exc, HateCompressError) else f"{type(exc).__name__}: {exc}")
+        run.write_metrics()
+        raise
     export_final(run)
     run.metrics["run"]["status"] = "ok"
     run.metrics["targets"] = check_targets(run)

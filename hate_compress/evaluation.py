@@ -107,6 +107,12 @@ def measure_stage(run: Run, stage: str, trained: Trained, extra: dict | None = N
     values, logits = score(run, trained, None if stage == "teacher" else run.teacher_logits)
     if stage == "teacher":
         run.teacher_logits = logits
+    # judged on dev, the split models are selected on (test is only reported)
+    values["degenerate"] = bool(values["dev"]["degenerate"])
+    if values["degenerate"]:
+        log.warning("%s: degenerate model: %.1f%% of dev predictions are one class (see "
+                    "metrics.DEGENERATE_SHARE); it will not be recommended", stage,
+                    100 * values["dev"]["top_prediction_share"])
     values.update(footprint(run, trained))
     values.update(relative_to_teacher(run, values))
     values.update(extra or {})

@@ -37,8 +37,9 @@ def classification_metrics(
     label_names: list[str],
     positive_index: int | None = None,
     teacher_logits: Tensor | None = None,
-) -> dict[str, float]:
-    """macro_f1, accuracy, f1_<label> for every label, hate_f1 (binary), agreement (with teacher)."""
+) -> dict[str, float | bool]:
+    """macro_f1, accuracy, f1_<label> for every label, hate_f1 (binary), agreement (with teacher),
+    top_prediction_share and degenerate (see `collapse`)."""
     num = len(label_names)
     preds = predictions(logits, task)
     if task == "multilabel":
@@ -58,7 +59,31 @@ def classification_metrics(
         out["hate_f1"] = float(per_class[positive_index])
     if teacher_logits is not None:
         out["agreement"] = agreement(preds, predictions(teacher_logits, task))
+    out.update(collapse(preds, labels))
     return out
+
+
+# A model is *degenerate* when at least this share of its predictions is one and the same
+# output (one class; for multilabel, one label set) while less than this share of the gold
+# labels is that output. Such a model has learnt the label prior, not the task: its macro F1
+# can still look respectable on skewed data (and its agreement with an equally collapsed
+# teacher is 1.0), so it is flagged and never recommended. 0.95 leaves room for a sound model
+# on a dev set whose rarest class is a few percent, and catches "hate F1 0" collapses.
+DEGENERATE_SHARE = 0.95
+
+
+def collapse(preds: Tensor, labels: Tensor) -> dict[str, float | bool]:
+    """`top_prediction_share` (share of the most frequent predicted output) and `degenerate`
+    (see `DEGENERATE_SHARE`). Works on class ids and on multilabel 0/1 rows alike."""
+    if preds.shape[0] == 0:
+        return {"top_prediction_share": 0.0, "degenerate": False}
+    values, counts = torch.unique(preds, dim=0, return_counts=True)
+    top = int(counts.argmax())
+    share = float(counts[top]) / preds.shape[0]
+    same = labels.long() == values[top]
+    gold_share = float((same.all(-1) if same.dim() > 1 else same).float().mean())
+    return {"top_prediction_share": share,
+            "degenerate": share >= DEGENERATE_SHARE and gold_share < DEGENERATE_SHARE}
 
 
 def agreement(student_preds: Tensor, teacher_preds: Tensor) -> float:

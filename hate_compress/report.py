@@ -39,7 +39,8 @@ CSV_COLUMNS = [
     "kind", "cell", "label", "teacher", "student", "kd", "prune", "quant", "data", "seed",
     "stage", "status", "split", "macro_f1", "hate_f1", "agreement", "f1_retention",
     "speedup_b1", "speedup_b32", "size_mb", "size_reduction", "latency_ms_b1", "latency_ms_b32",
-    "params_total", "params_nonzero", "sparsity", "dev_macro_f1", "error", "overrides", "artifact",
+    "params_total", "params_nonzero", "sparsity", "dev_macro_f1", "degenerate", "error",
+    "overrides", "artifact",
 ]
 QUALITY_KEYS = ("macro_f1", "hate_f1", "agreement")
 FOOTPRINT_KEYS = ("size_mb", "size_reduction", "params_total", "params_nonzero", "sparsity")
@@ -47,7 +48,7 @@ FOOTPRINT_KEYS = ("size_mb", "size_reduction", "params_total", "params_nonzero",
 # the markdown table: what a reader compares across cells
 TABLE = [
     ("model", "label"), ("kd", "kd"), ("stage", "stage"), ("status", "status"),
-    ("macro F1", "macro_f1"), ("hate F1", "hate_f1"), ("speedup b1", "speedup_b1"),
+    ("degenerate", "degenerate"), ("macro F1", "macro_f1"), ("dev macro F1", "dev_macro_f1"), ("hate F1", "hate_f1"), ("speedup b1", "speedup_b1"),
     ("size MB", "size_mb"), ("agreement", "agreement"), ("latency b1 ms", "latency_ms_b1"),
     ("latency b32 ms", "latency_ms_b32"), ("F1 retention", "f1_retention"), ("cell", "cell"),
     ("error", "error"),
@@ -156,6 +157,8 @@ def stage_values(values: dict, split: str, teacher: dict | None) -> dict[str, An
     for key in QUALITY_KEYS:
         row[key] = quality.get(key)
     row["dev_macro_f1"] = values.get("dev", {}).get("macro_f1")
+    row["degenerate"] = values.get("degenerate")  # None: written before the flag existed
+    row["top_prediction_share"] = values.get("dev", {}).get("top_prediction_share")
     for key in FOOTPRINT_KEYS:
         row[key] = values.get(key)
     for key, value in values.items():
@@ -273,7 +276,9 @@ def _ok(row: dict, key: str) -> bool:
 
 
 def _describe(row: dict) -> str:
-    bits = [f"macro F1 {fmt(row.get('macro_f1'))}"]
+    bits = [f"dev macro F1 {fmt(row.get('dev_macro_f1'))}"]
+    if row.get("split") not in (None, "dev"):
+        bits.append(f"{row['split']} macro F1 {fmt(row.get('macro_f1'))}")
     if row.get("speedup_b1") is not None and row["kind"] == "cell":
         bits.append(f"{row['speedup_b1']:.2f}x faster than its teacher (b1)")
     if row.get("latency_ms_b1") is not None:
@@ -283,26 +288,35 @@ def _describe(row: dict) -> str:
     return f"**{row['label']}** (cell {row['cell']}): " + ", ".join(bits)
 
 
+def candidate(row: dict) -> bool:
+    """A finished, non-degenerate model with a dev macro F1: what may be recommended."""
+    return _ok(row, "dev_macro_f1") and not row.get("degenerate")
+
+
 def recommend(rows: list[dict], f1_floor: float | None = None) -> list[dict[str, Any]]:
     """Best F1, fastest, smallest, and the fastest model that keeps macro F1 >= `f1_floor`.
 
-    Candidates are the cells' finished models; teachers are candidates only when no cell
-    produced a compressed model (a teacher-only sweep), since the question a matrix answers is
-    which *compressed* model to ship. Ties go to the higher F1, then the earlier cell.
+    Selection is on **dev** macro F1 whatever split the table shows: choosing on test would make
+    the test number an optimistic, selected score. Degenerate models (one class for almost
+    everything, see `metrics.DEGENERATE_SHARE`) are never candidates. Candidates are the cells'
+    finished models; teachers are candidates only when no cell produced a compressed model (a
+    teacher-only sweep), since the question a matrix answers is which *compressed* model to
+    ship. Ties go to the higher dev F1, then the earlier cell.
     """
-    cells = [r for r in rows if r["kind"] == "cell" and _ok(r, "macro_f1")]
+    cells = [r for r in rows if r["kind"] == "cell" and candidate(r)]
     compressed = [r for r in cells if r.get("stage") != "teacher"]
-    pool = compressed or cells or [r for r in rows if r["kind"] == "teacher" and _ok(r, "macro_f1")]
+    pool = compressed or cells or [r for r in rows if r["kind"] == "teacher" and candidate(r)]
     order = {id(r): i for i, r in enumerate(rows)}
 
     def best(candidates: list[dict], key) -> dict | None:
-        return min(candidates, key=lambda r: (key(r), -r["macro_f1"], order[id(r)]), default=None)
+        return min(candidates, key=lambda r: (key(r), -r["dev_macro_f1"], order[id(r)]),
+                   default=None)
 
     timed = [r for r in pool if _ok(r, "latency_ms_b1")]
     sized = [r for r in pool if _ok(r, "size_mb")]
     out = [
-        {"rule": "best_f1", "title": "Best macro F1",
-         "row": best(pool, lambda r: (-r["macro_f1"], r.get("latency_ms_b1") or math.inf)),
+        {"rule": "best_f1", "title": "Best dev macro F1",
+         "row": best(pool, lambda r: (-r["dev_macro_f1"], r.get("latency_ms_b1") or math.inf)),
          "missing": "no finished model"},
         {"rule": "fastest", "title": "Fastest (latency b1)",
          "row": best(timed, lambda r: r["latency_ms_b1"]),
@@ -310,17 +324,18 @@ def recommend(rows: list[dict], f1_floor: float | None = None) -> list[dict[str,
         {"rule": "smallest", "title": "Smallest (size MB)",
          "row": best(sized, lambda r: r["size_mb"]), "missing": "no size recorded"},
     ]
-    floor = {"rule": "floor", "title": "Fastest with macro F1 >= floor", "floor": f1_floor}
+    floor = {"rule": "floor", "title": "Fastest with dev macro F1 >= floor", "floor": f1_floor}
     if f1_floor is None:
         floor.update(row=None, missing="no F1 floor given (--f1-floor)")
     else:
-        floor["title"] = f"Fastest with macro F1 >= {f1_floor:g}"
-        meets = [r for r in pool if r["macro_f1"] >= f1_floor]
+        floor["title"] = f"Fastest with dev macro F1 >= {f1_floor:g}"
+        meets = [r for r in pool if r["dev_macro_f1"] >= f1_floor]
         # rank by latency; models without a latency number go last, smallest first among them
         floor["row"] = best(meets, lambda r: (r.get("latency_ms_b1") if _ok(r, "latency_ms_b1")
                                               else math.inf, r.get("size_mb") or math.inf))
-        top = max((r["macro_f1"] for r in pool), default=None)
-        floor["missing"] = (f"none meets the floor (best macro F1 is {fmt(top)})" if top is not None
+        top = max((r["dev_macro_f1"] for r in pool), default=None)
+        floor["missing"] = (f"none meets the floor (best dev macro F1 is {fmt(top)})"
+                            if top is not None
                             else "none meets the floor (no finished model)")
     out.append(floor)
     for rec in out:
@@ -347,19 +362,34 @@ def markdown(rows: list[dict], recs: list[dict], root: Path, plots: dict[str, st
         f"# Sweep report: {root}", "",
         f"{len(cells)} cells ({len(cells) - len(failed)} ok, {len(failed)} not ok), "
         f"{sum(r['kind'] == 'teacher' for r in rows)} distinct teachers. Quality on "
-        f"{'/'.join(splits) or '-'}; speedup is vs the cell's own teacher at batch size 1; "
-        "each cell shows its final stage.", "",
+        f"{'/'.join(splits) or '-'}; models are selected on dev macro F1 (test is only "
+        "reported); speedup is vs the cell's own teacher at batch size 1; each cell shows its "
+        "final stage.", "",
         "## Recommendations", "",
     ]
     lines += [f"- {rec['title']}: {rec['text']}" for rec in recs]
-    teachers = [r for r in rows if r["kind"] == "teacher" and _ok(r, "macro_f1")]
+    teachers = [r for r in rows if r["kind"] == "teacher" and candidate(r)]
     if teachers:
-        top = max(teachers, key=lambda r: r["macro_f1"])
-        lines.append(f"- Reference: best teacher {top['label']} has macro F1 {fmt(top['macro_f1'])}")
+        top = max(teachers, key=lambda r: r["dev_macro_f1"])
+        lines.append(f"- Reference: best teacher {top['label']} has dev macro F1 "
+                     f"{fmt(top['dev_macro_f1'])}")
+    degenerate = [r for r in rows if r.get("degenerate")]
+    if degenerate:
+        lines.append(f"- Not recommended: {len(degenerate)} degenerate model(s) (one class for "
+                     "almost every dev text), listed below")
     lines += ["", "## Results", "",
               "| " + " | ".join(name for name, _ in TABLE) + " |", "|" + "---|" * len(TABLE)]
     for row in rows:
         lines.append("| " + " | ".join(_cell_text(row.get(key)) for _, key in TABLE) + " |")
+    if degenerate:
+        lines += ["", "## Degenerate models", "",
+                  "These predict one class (one label set) for almost every dev text while the gold "
+                  "labels are not that skewed: they learnt the label prior, not the task. Their "
+                  "macro F1 and agreement are no evidence of quality; they are never recommended.",
+                  ""]
+        lines += [f"- {r['label']} (cell {r['cell']}, {r['stage']}): "
+                  f"{fmt(r.get('top_prediction_share'))} of dev predictions are one class; dev "
+                  f"macro F1 {fmt(r.get('dev_macro_f1'))}" for r in degenerate]
     if failed:
         lines += ["", "## Failed cells", ""]
         lines += [f"- cell {r['cell']} ({r['label']}): {r['status']}: {r.get('error') or '-'}"
@@ -383,6 +413,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
 TEXT_COLUMNS = {"kind", "cell", "label", "teacher", "student", "kd", "prune", "quant", "data",
                 "stage", "status", "split", "error", "overrides", "artifact"}
 INT_COLUMNS = {"seed", "params_total", "params_nonzero"}
+BOOL_COLUMNS = {"degenerate"}
 
 
 def rows_from_csv(path: str | Path) -> list[dict[str, Any]]:
@@ -397,6 +428,8 @@ def rows_from_csv(path: str | Path) -> list[dict[str, Any]]:
                     row[key] = None
                 elif key in TEXT_COLUMNS:
                     row[key] = text
+                elif key in BOOL_COLUMNS:
+                    row[key] = text == "True"
                 elif key in INT_COLUMNS:
                     row[key] = int(float(text))
                 else:

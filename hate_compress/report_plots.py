@@ -104,9 +104,9 @@ def plot_pareto(ax, rows: Iterable[Mapping], x: str, xlabel: str, y: str = "macr
 
 
 def matrix(rows: Iterable[Mapping], value: str) -> tuple[list[str], list[str], list[list[Any]]]:
-    """teacher x student grid of `value`; each pair shows its best-macro-F1 finished cell (other
-    swept settings, e.g. several kd methods, collapse to their best), or "failed" if none
-    finished."""
+    """teacher x student grid of `value`; each pair shows its finished cell with the best *dev*
+    macro F1 (other swept settings, e.g. several kd methods, collapse to their best; choosing on
+    test would report a selected, optimistic test score), or "failed" if none finished."""
     cells = [r for r in rows if r.get("kind") == "cell" and r.get("student")
              and isinstance(r.get("student"), str)]
     teachers = list(dict.fromkeys(str(r.get("teacher")) for r in cells))
@@ -115,7 +115,7 @@ def matrix(rows: Iterable[Mapping], value: str) -> tuple[list[str], list[str], l
     best: dict[tuple[int, int], float] = {}
     for r in cells:
         i, j = teachers.index(str(r.get("teacher"))), students.index(str(r.get("student")))
-        f1 = _num(r.get("macro_f1"))
+        f1 = _num(r.get("dev_macro_f1"))
         if _finished(r) and f1 is not None:
             if f1 > best.get((i, j), -math.inf):
                 best[(i, j)] = f1

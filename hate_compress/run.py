@@ -65,6 +65,17 @@ class Run:
 
 Stage = Callable[[Run], None]
 STAGES: dict[str, Stage] = {}
+# checks a stage runs before *any* stage does, so a config error it can detect from the config
+# and the data alone never costs the earlier stages' training first
+PREFLIGHT: dict[str, Stage] = {}
+
+
+def register_preflight(name: str) -> Callable[[Stage], Stage]:
+    def decorate(fn: Stage) -> Stage:
+        PREFLIGHT[name] = fn
+        return fn
+
+    return decorate
 
 
 def register_stage(name: str) -> Callable[[Stage], Stage]:

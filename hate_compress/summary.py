@@ -35,7 +35,7 @@ def stage_row(stage: str, values: dict) -> dict[str, Any]:
     if values.get("skipped"):
         return {"stage": f"{stage} (skipped: {values['skipped']})"}
     quality = values.get(eval_split(values), {})
-    row = {"stage": stage}
+    row = {"stage": f"{stage} (DEGENERATE)" if values.get("degenerate") else stage}
     for _, key in COLUMNS[1:]:
         row[key] = quality.get(key, values.get(key))
     return row
@@ -60,6 +60,13 @@ def summary_table(metrics: dict) -> str:
     lines = [f"quality on {split}", "", header, "|" + "---|" * len(COLUMNS)]
     for row in rows:
         lines.append("| " + " | ".join(fmt(row.get(key)) for _, key in COLUMNS) + " |")
+    for stage in STAGE_ORDER:
+        values = metrics.get(stage)
+        if isinstance(values, dict) and values.get("degenerate"):
+            share = values.get("dev", {}).get("top_prediction_share")
+            lines.append(f"\nDEGENERATE {stage}: predicts one class for {fmt(share)} of dev (gold "
+                         "is not that skewed): not a usable model, never recommended; train "
+                         "longer, check the data or the learning rate")
     targets = metrics.get("targets") or {}
     for name, check in targets.items():
         verdict = "met" if check["met"] else "MISSED"
@@ -94,3 +101,9 @@ def objective(metrics: dict | None) -> float | None:
         return None
     last = final_stage(metrics)
     return None if last is None else float(metrics[last]["dev"]["macro_f1"])
+
+
+def degenerate(metrics: dict | None) -> bool:
+    """Whether the run's final model is degenerate (flagged on dev by `measure_stage`)."""
+    last = final_stage(metrics) if metrics else None
+    return bool(last and metrics[last].get("degenerate"))

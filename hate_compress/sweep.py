@@ -116,6 +116,11 @@ class Search:
     max_consecutive_failures: int
     poll_interval: float
 
+    @property
+    def worst_value(self) -> float:
+        """The worst dev macro F1 for the study's direction: what a degenerate trial reports."""
+        return 0.0 if self.direction == "maximize" else 1.0
+
 
 def _number(where: str, value, *, integer: bool = False) -> float | int:
     ok = isinstance(value, int | float) and not isinstance(value, bool)
@@ -549,7 +554,7 @@ class Sweep:
         from optuna_integration import PyTorchLightningPruningCallback
 
         from hate_compress.app import run_pipeline, user_error
-        from hate_compress.summary import objective
+        from hate_compress.summary import degenerate, objective
 
         if not has_slot(self.study.get_trials(deepcopy=False), trial.number, self.search.n_trials):
             trial.set_user_attr("surplus", True)
@@ -584,6 +589,13 @@ class Sweep:
         trial.set_user_attr("metrics", compact_metrics(metrics))
         if value is None:
             self._failed(trial, "the run finished without a dev macro F1")
+        trial.set_user_attr("degenerate", degenerate(metrics))
+        if degenerate(metrics):
+            # its dev macro F1 is kept in `metrics`; the study sees the worst possible value, so
+            # a model that predicts one class never wins nor steers the sampler towards it
+            log.warning("[sweep] trial %d: degenerate model (one class for almost every dev "
+                        "text): objective set to %s", trial.number, self.search.worst_value)
+            return self.search.worst_value
         return value
 
     @staticmethod
@@ -651,7 +663,9 @@ class Sweep:
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    """The best complete trial whose model is not degenerate (None if there is none)."""
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if not t.user_attrs.get("degenerate")]
     if not complete:
         return None
     pick = max if study.direction == optuna.study.StudyDirection.MAXIMIZE else min
@@ -742,7 +756,7 @@ def write_trials_csv(study: optuna.Study, search: Search, path: Path) -> None:
     names = [p.name for p in search.params]
     extra = sorted({k for t in study.trials for k in (t.user_attrs.get("metrics") or {})})
     header = ["number", "state", "value", *names, "pruned_at_epoch", "duration_s", "datetime_start",
-              *extra, "run_dir", "worker", "error"]
+              *extra, "degenerate", "run_dir", "worker", "error"]
     buf = io.StringIO()
     writer = csv.writer(buf)
     writer.writerow(header)
@@ -753,7 +767,8 @@ def write_trials_csv(study: optuna.Study, search: Search, path: Path) -> None:
             max(t.intermediate_values) if t.state == TrialState.PRUNED and t.intermediate_values else None,
             round(t.duration.total_seconds(), 1) if t.duration else None,
             t.datetime_start.isoformat(timespec="seconds") if t.datetime_start else None,
-            *(metrics.get(k) for k in extra), t.user_attrs.get("run_dir"),
+            *(metrics.get(k) for k in extra), t.user_attrs.get("degenerate"),
+            t.user_attrs.get("run_dir"),
             t.user_attrs.get("worker"),
             "surplus (not run)" if t.user_attrs.get("surplus") else t.user_attrs.get("error"),
         ])
@@ -806,7 +821,7 @@ def write_outputs(study: optuna.Study, search: Search, cfg: DictConfig, out_dir:
         "study_name": search.study_name,
         "storage": masked(storage_url(cfg, search)),
         "direction": search.direction,
-        "objective": "dev macro F1 of the last stage",
+        "objective": "dev macro F1 of the last stage (degenerate models: the worst value)",
         "n_trials": search.n_trials,
         "trials": {k: now[k] for k in ("finished", "complete", "pruned", "fail", "running",
                                         "surplus")},
@@ -831,7 +846,7 @@ def print_summary(summary: dict, out_dir: Path) -> None:
         + (f", {t['surplus']} not run (lost the race for the last slot)" if t["surplus"] else ""),
     ]
     if summary["best_trial"] is None:
-        lines.append("no complete trial yet")
+        lines.append("no complete, non-degenerate trial yet")
     else:
         lines.append(f"best dev macro F1 {summary['best_value']:.4f} (trial {summary['best_trial']}): "
                      f"{fmt_params(summary['best_params'])}")

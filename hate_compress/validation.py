@@ -129,7 +129,7 @@ def _check_kd_terms(kd) -> None:
 
 def _check_prune_options(prune) -> None:
     """The same constructor/keyword checks the prune stage applies, minus the model."""
-    from hate_compress.compress.pruning import PruningCallback
+    from hate_compress.compress.pruning import ONE_SHOT_OPTIONS, SCHEDULE_OPTIONS, PruningCallback
 
     options = OmegaConf.to_container(prune.get("options") or {}, resolve=True)
     if int(prune.finetune_epochs) > 0:
@@ -141,7 +141,7 @@ def _check_prune_options(prune) -> None:
         PruningCallback(prune.method, float(prune.sparsity), **options)
     else:
         accepted = {"scope", "include_embeddings", "include_head", "calibration_batches",
-                    "sequential", "head_sparsity", "ffn_sparsity"}
+                    *ONE_SHOT_OPTIONS, *(SCHEDULE_OPTIONS if prune.method == "gradual" else ())}
         unknown = sorted(set(options) - accepted)
         if unknown:
             raise ConfigError(f"prune.{unknown[0]} is not a pruning option")

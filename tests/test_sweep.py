@@ -103,12 +103,18 @@ def test_study_writes_best_params_csv_and_plots(tmp_path, cache, capsys):
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     assert complete, "the median pruner has 3 startup trials: none can be pruned"
     assert study.best_value == max(t.value for t in complete)
+    # the tiny models may collapse to one class: such trials never count as the best
+    sound = [t for t in complete if not t.user_attrs["degenerate"]]
 
     out = tmp_path / "outputs" / "optuna" / "kd_synthetic_tiny_teacher_tiny_student"
     best = yaml.safe_load((out / "best_params.yaml").read_text())
-    assert best["best_value"] == pytest.approx(study.best_value)
-    assert best["best_params"] == study.best_params
-    assert set(best["best_params"]) == {"kd.alpha", "kd.temperature"}
+    if sound:
+        top = max(sound, key=lambda t: t.value)
+        assert best["best_value"] == pytest.approx(top.value)
+        assert best["best_params"] == top.params
+        assert set(best["best_params"]) == {"kd.alpha", "kd.temperature"}
+    else:
+        assert best["best_trial"] is None
     assert best["trials"]["finished"] == 3
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [int(r["number"]) for r in rows] == [0, 1, 2]
@@ -126,10 +132,13 @@ def test_study_writes_best_params_csv_and_plots(tmp_path, cache, capsys):
         assert resolved["kd"]["alpha"] == pytest.approx(t.params["kd.alpha"])
         assert resolved["kd"]["temperature"] == pytest.approx(t.params["kd.temperature"])
         if t.state == TrialState.COMPLETE:
-            assert t.value == pytest.approx(metrics["kd"]["dev"]["macro_f1"])
-            assert t.user_attrs["metrics"]["kd.dev.macro_f1"] == pytest.approx(t.value)
+            dev_f1 = metrics["kd"]["dev"]["macro_f1"]
+            assert t.user_attrs["degenerate"] == metrics["kd"]["degenerate"]
+            assert t.value == pytest.approx(0.0 if metrics["kd"]["degenerate"] else dev_f1)
+            assert t.user_attrs["metrics"]["kd.dev.macro_f1"] == pytest.approx(dev_f1)
     printed = capsys.readouterr().out
-    assert "3/3 finished" in printed and "best dev macro F1" in printed
+    assert "3/3 finished" in printed
+    assert ("best dev macro F1" if sound else "no complete, non-degenerate trial") in printed
 
     again = sweep.run_study(cfg)  # already reached: nothing new is started
     assert len(again.trials) == 3
@@ -415,3 +424,29 @@ def test_workers_with_one_seed_sample_different_params_per_trial():
     # and reproducible: the same trial number gets the same draw in a fresh study
     again = optuna.create_study(sampler=sweep.TrialSeededTPESampler(seed=7)).ask()
     assert math.isclose(again.suggest_float("x", 0, 1), x0)
+
+
+def test_a_degenerate_trial_never_wins_the_study(tmp_path, monkeypatch):
+    """Trial 0's model predicts one class: its dev macro F1 (0.9 here) must neither be its
+    objective nor make it the best trial; the sound trial 1 (0.6) wins."""
+    import hate_compress.app
+
+    outcomes = iter([(0.9, True), (0.6, False)])
+
+    def fake_pipeline(cfg, run_dir, callbacks=None):
+        f1, degenerate = next(outcomes)
+        stage = {"dev": {"macro_f1": f1, "top_prediction_share": 1.0 if degenerate else 0.6},
+                 "degenerate": degenerate}
+        return {"run": {"status": "ok"}, "teacher": stage, "kd": stage}
+
+    monkeypatch.setattr(hate_compress.app, "run_pipeline", fake_pipeline)
+    cfg = search_cfg(tmp_path, "hparams_search.n_trials=2")
+    study = sweep.run_study(cfg)
+    first, second = sorted(study.trials, key=lambda t: t.number)
+    assert first.user_attrs["degenerate"] is True and first.value == 0.0
+    assert first.user_attrs["metrics"]["kd.dev.macro_f1"] == 0.9
+    assert second.user_attrs["degenerate"] is False and second.value == 0.6
+    assert sweep.best_trial(study).number == second.number
+    best = yaml.safe_load((sweep.study_dir(cfg, sweep.parse_search(cfg)) / "best_params.yaml")
+                          .read_text())
+    assert best["best_trial"] == second.number

@@ -41,6 +41,7 @@ from hate_compress.compress.pruning_structured import (
     transformer_blocks,
 )
 from hate_compress.errors import ConfigError
+from hate_compress.models.artifact import make_permanent
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,10 @@ __all__ = [
     "cubic_sparsity", "masks_from_scores", "apply_masks", "get_pruner", "register_pruner",
     "structured_prune", "transformer_blocks",
 ]
+
+# keywords of the one-shot API besides scope/embeddings/head, and the gradual schedule's
+ONE_SHOT_OPTIONS = ("sequential", "head_sparsity", "ffn_sparsity")
+SCHEDULE_OPTIONS = ("initial_sparsity", "begin_step", "end_fraction", "every")
 
 Target = tuple[str, nn.Module]
 Batch = dict[str, Any]
@@ -183,17 +188,6 @@ def apply_masks(targets: Iterable[Target], masks: dict[str, Tensor]) -> None:
                 module.weight = module.weight_orig * module.weight_mask
         else:
             torch_prune.custom_from_mask(module, "weight", mask)
-
-
-def make_permanent(model: nn.Module) -> int:
-    """Bake every pruning mask into its weight (prune.remove); returns how many were removed."""
-    removed = 0
-    for module in model.modules():
-        for hook in list(module._forward_pre_hooks.values()):
-            if isinstance(hook, torch_prune.BasePruningMethod):
-                torch_prune.remove(module, hook._tensor_name)
-                removed += 1
-    return removed
 
 
 # --------------------------------------------------------------------------- schedule
@@ -448,18 +442,22 @@ def prune_model(
 ) -> dict:
     """One-shot pruning without a Trainer; returns `sparsity_report` of the result.
 
-    Masks stay installed (`permanent=False`) so a following fine-tune keeps the zeros; call
-    `make_permanent` (or pass `permanent=True`) before saving.
-    Extra keywords: ``sequential`` (wanda), ``head_sparsity`` / ``ffn_sparsity`` (structured).
+    Masks stay installed (`permanent=False`) so a following fine-tune keeps the zeros;
+    `save_classifier` makes them permanent (or call `make_permanent`, or pass `permanent=True`).
+    Extra keywords: ``sequential`` (wanda), ``head_sparsity`` / ``ffn_sparsity`` (structured);
+    ``gradual`` takes its schedule options too, but with no steps it prunes to `sparsity` at once.
     """
     sparsity = _check_fraction(sparsity, "prune.sparsity")
-    unknown = sorted(set(kw) - {"sequential", "head_sparsity", "ffn_sparsity"})
+    allowed = set(ONE_SHOT_OPTIONS) | (set(SCHEDULE_OPTIONS) if method == "gradual" else set())
+    unknown = sorted(set(kw) - allowed)
     if unknown:  # a typo must not silently fall back to a default
         raise ConfigError(f"prune.{unknown[0]} is not a pruning option")
     pruner = get_pruner(method, scope, **kw)
     if pruner.gradual:
-        raise ConfigError(f"prune.method={method} follows a schedule over training steps: use "
-                          "PruningCallback, or prune.method=magnitude for one-shot pruning")
+        # a schedule over zero training steps ends where it ends: the final sparsity, at once
+        log.info("prune.method=%s without fine-tune steps: pruning to the final sparsity %.3f "
+                 "in one shot (the schedule options have no steps to act on)", method, sparsity)
+        kw = {k: v for k, v in kw.items() if k not in SCHEDULE_OPTIONS}
     batches = None
     if pruner.needs_calibration:
         if calibration_batches is None:

@@ -29,10 +29,14 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.nn.utils import prune as torch_prune
 
 from hate_compress.errors import ConfigError, ModelLoadError
-from hate_compress.models.artifact import Restorer, record_compression, register_restorer
+from hate_compress.models.artifact import (
+    Restorer,
+    make_permanent,
+    record_compression,
+    register_restorer,
+)
 
 KIND = "structured_prune"
 SCOPES = ("layer", "global")
@@ -186,15 +190,8 @@ def _select_global(scores: list[Tensor], ratio: float) -> list[list[int]]:
 # --------------------------------------------------------------------------- surgery
 
 
-def _strip_reparam(linear: nn.Linear) -> None:
-    """Bake unstructured masks in first: slicing a reparametrised weight would drop the mask."""
-    for hook in list(linear._forward_pre_hooks.values()):
-        if isinstance(hook, torch_prune.BasePruningMethod):
-            torch_prune.remove(linear, hook._tensor_name)
-
-
 def _slice_linear(linear: nn.Linear, dim: int, index: Tensor) -> nn.Linear:
-    _strip_reparam(linear)
+    make_permanent(linear)  # slicing a reparametrised weight would drop its unstructured mask
     weight = linear.weight.detach().index_select(dim, index.to(linear.weight.device))
     new = nn.Linear(weight.shape[1], weight.shape[0], bias=linear.bias is not None,
                     device=weight.device, dtype=weight.dtype)

@@ -105,6 +105,7 @@ class HateDataModule(pl.LightningDataModule):
         self._splits: dict[str, LabeledTexts] | None = None
         self._key_to_rep: dict[str, Any] = {}
         self._encodings: list[tuple[Any, dict[str, list[np.ndarray]]]] = []  # (tokenizer, {split: ids})
+        self._aligned_texts: dict[str, list[str]] | None = None  # see `model_texts`
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -291,12 +292,26 @@ class HateDataModule(pl.LightningDataModule):
                 rep = tok
             self._key_to_rep[key] = rep
         old = self._encodings
+        aligned = len(reps) > 1
+        if aligned or self._aligned_texts:  # the texts change: no old encoding is valid
+            old, self._aligned_texts = [], {} if aligned else None
         self._encodings = [(r, next((enc for t, enc in old if t is r), {})) for r in reps]
+
+    def model_texts(self, split: str) -> list[str]:
+        """The texts every registered model reads: with several distinct tokenizers, each text
+        is cut to the prefix that *all* of them keep within `max_length`, so teacher and student
+        never see different text (each would otherwise truncate at its own token count)."""
+        if self._aligned_texts is None:
+            return self.texts(split)
+        if split not in self._aligned_texts:
+            reps = [r for r, _ in self._encodings]
+            self._aligned_texts[split] = shared_prefixes(self.texts(split), reps, self.max_length)
+        return self._aligned_texts[split]
 
     def _encoded(self, rep: Any, split: str) -> list[np.ndarray]:
         cache = next(enc for t, enc in self._encodings if t is rep)
         if split not in cache:
-            cache[split] = _tokenize(rep, self.texts(split), self.max_length)
+            cache[split] = _tokenize(rep, self.model_texts(split), self.max_length)
         return cache[split]
 
     # -- loaders ------------------------------------------------------------------------------
@@ -407,11 +422,49 @@ def _pad_id(tok: Any) -> int:
     return 0
 
 
+def _limit(tok: Any, max_length: int) -> int:
+    """`max_length`, capped at the tokenizer's own limit when it has a real one."""
+    limit = getattr(tok, "model_max_length", None)
+    return min(max_length, limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else max_length
+
+
+def _kept_chars(tok: Any, texts: list[str], max_length: int) -> list[int]:
+    """Per text, how many leading characters survive truncation at `max_length` tokens."""
+    if not getattr(tok, "is_fast", False):
+        raise ConfigError(f"{type(tok).__name__}: aligning the text of teacher and student needs "
+                          "fast tokenizers (character offsets)")
+    budget = _limit(tok, max_length) - tok.num_special_tokens_to_add(pair=False)
+    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True,
+              return_attention_mask=False, return_token_type_ids=False)
+    return [len(text) if len(offsets) <= budget else offsets[max(budget, 1) - 1][1]
+            for text, offsets in zip(texts, enc["offset_mapping"], strict=True)]
+
+
+def shared_prefixes(texts: list[str], tokenizers: Sequence[Any], max_length: int) -> list[str]:
+    """Each text cut to the longest prefix every tokenizer keeps whole within `max_length`.
+
+    The cut goes back to a space when the prefix has one, so no tokenizer sees a split word;
+    re-tokenizing a cut text can still differ at its end, so it repeats until every tokenizer
+    keeps every text whole (the texts only shrink, so it ends).
+    """
+    texts = list(texts)
+    pending = list(range(len(texts)))
+    while pending:
+        ends = [min(kept) for kept in zip(*(_kept_chars(t, [texts[i] for i in pending], max_length)
+                                            for t in tokenizers), strict=True)]
+        still = []
+        for i, end in zip(pending, ends, strict=True):
+            if end < len(texts[i]):
+                space = texts[i].rfind(" ", 0, end + 1)
+                texts[i] = texts[i][:space if space > 0 else end].rstrip()
+                still.append(i)
+        pending = still
+    return texts
+
+
 def _tokenize(tok: Any, texts: list[str], max_length: int) -> list[np.ndarray]:
     """Truncated, unpadded ids; also capped at the tokenizer's own limit when it has a real one."""
-    limit = getattr(tok, "model_max_length", None)
-    if isinstance(limit, int) and 0 < limit < 1_000_000:
-        max_length = min(max_length, limit)
+    max_length = _limit(tok, max_length)
     out: list[np.ndarray] = []
     for start in range(0, len(texts), _TOKENIZE_CHUNK):
         enc = tok(texts[start:start + _TOKENIZE_CHUNK], truncation=True, max_length=max_length,

@@ -294,6 +294,7 @@ class HiddenTerm(_LayerMatchTerm):
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], build: TermBuildContext) -> LossTerm:
+        check_tokenizer_needs(cls.name, cfg, build.shared_tokenizer)
         (sl, sh), (tl, th) = build.student_dims, _teacher_dims(build, cls.name)
         return _construct(cls, cfg, {
             "student_layers": ("student_dims", sl), "teacher_layers": ("teacher_dims", tl),
@@ -360,18 +361,20 @@ class AttentionTerm(_LayerMatchTerm):
 
     @classmethod
     def from_config(cls, cfg: Mapping[str, Any], build: TermBuildContext) -> LossTerm:
+        check_tokenizer_needs(cls.name, cfg, build.shared_tokenizer)  # fail before any data
         sl, tl = build.student_dims[0], _teacher_dims(build, cls.name)[0]
         term = _construct(cls, cfg, {"student_layers": ("student_dims", sl), "teacher_layers": ("teacher_dims", tl)})
-        if build.shared_tokenizer is False and term.on_mismatch == "error":
-            raise ConfigError(term._mismatch_message())  # fail at build time, not after loading data
+        if build.shared_tokenizer is False:
+            # known skipped up front: it needs no attention maps, so neither the live teacher
+            # nor eager attention is forced on a run that never compares them
+            term.skipped = True
+            term.needs = frozenset()
+            logger.warning("kd.terms.%s skipped: teacher and student use different tokenizers, "
+                           "so attention maps cannot be compared (on_mismatch=skip)", cls.name)
         return term
 
     def _mismatch_message(self) -> str:
-        key = f"kd.terms.{self.name}"
-        return (
-            f"{key} needs teacher and student to share a tokenizer (attention maps are token-by-token "
-            f"and cannot be aligned across tokenizations); set {key}.on_mismatch=skip to skip it"
-        )
+        return attention_mismatch_message(self.name)
 
     def forward(self, ctx: LossContext) -> Tensor:
         if not ctx.shared_tokenizer:
@@ -401,6 +404,32 @@ class AttentionTerm(_LayerMatchTerm):
                 per_key = torch.xlogy(t, t) - t * torch.log(s.clamp_min(1e-12))
                 losses.append(_masked_mean((per_key * mask[:, None, :]).sum(-1), mask))
         return self._combine(losses)
+
+
+def attention_mismatch_message(name: str) -> str:
+    key = f"kd.terms.{name}"
+    return (
+        f"{key} needs teacher and student to share a tokenizer (attention maps are token-by-token "
+        f"and cannot be aligned across tokenizations); set {key}.on_mismatch=skip to skip it"
+    )
+
+
+def check_tokenizer_needs(name: str, opts: Mapping[str, Any], shared: bool | None) -> None:
+    """Reject a term that compares tokens one by one when the tokenizers differ (`shared` False).
+
+    Only needs the term's options and whether the tokenizers match, so the pipeline can run it
+    before the teacher trains; the term builders run it again (the same rule, one message).
+    """
+    if shared is not False:
+        return
+    if name == "attention" and opts.get("on_mismatch", "error") == "error":
+        raise ConfigError(attention_mismatch_message(name))
+    if name == "hidden" and opts.get("token_level", "auto") is True:
+        raise ConfigError(
+            f"kd.terms.{name}.token_level=true compares hidden states token by token, but teacher "
+            f"and student use different tokenizers (their tokens are unrelated); use "
+            f"kd.terms.{name}.token_level=auto (pooled across tokenizers) or false"
+        )
 
 
 class CompositeLoss(nn.Module):

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+from torch.nn.utils import prune as torch_prune
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 from hate_compress.errors import ModelLoadError
@@ -71,6 +72,22 @@ def record_compression(model: nn.Module, step: dict) -> None:
     model.compression_log = compression_log(model) + [dict(step)]
 
 
+def make_permanent(model: nn.Module) -> int:
+    """Bake every `torch.nn.utils.prune` mask into its weight; returns how many were removed.
+
+    A reparametrised module holds ``weight_orig`` + ``weight_mask`` instead of ``weight``: its
+    state dict does not load into a fresh model, it is twice the size on disk, and modules that
+    swap weights (quantization) cannot assign to a weight recomputed by the mask hook.
+    """
+    removed = 0
+    for module in model.modules():
+        for hook in list(module._forward_pre_hooks.values()):
+            if isinstance(hook, torch_prune.BasePruningMethod):
+                torch_prune.remove(module, hook._tensor_name)
+                removed += 1
+    return removed
+
+
 def _plain_state(model: HateClassifier) -> dict[str, torch.Tensor]:
     state = {}
     for step in compression_log(model):
@@ -83,7 +100,15 @@ def _plain_state(model: HateClassifier) -> dict[str, torch.Tensor]:
 
 
 def save_classifier(model: HateClassifier, directory: str | Path, tokenizer, card: ModelCard) -> Path:
+    """Write `model` as a self-describing directory that `load_classifier` rebuilds.
+
+    Pruning masks still installed (one-shot pruning, a fine-tune that kept them) are made
+    permanent first — on the model itself, so what is measured and compressed after saving is
+    exactly what was saved. Every stage saves through here, so no path can write a
+    reparametrised (unloadable, oversized) state dict.
+    """
     directory = Path(directory)
+    make_permanent(model)
     directory.mkdir(parents=True, exist_ok=True)
     state = _plain_state(model)
     # safetensors refuses shared storage (tied weights); clone those views

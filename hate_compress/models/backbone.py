@@ -128,6 +128,34 @@ def build_backbone(
     name_or_path = backbone.get("name_or_path")
     scratch = backbone.get("scratch")
     trust = bool(backbone.get("trust_remote_code", False))
+    tokenizer = build_tokenizer(backbone, role=role, train_texts=train_texts,
+                                cache_dir=cache_dir, teacher_tokenizer=teacher_tokenizer)
+    if name_or_path:
+        encoder = load_pretrained_encoder(
+            name_or_path, role=role, trust_remote_code=trust,
+            revision=backbone.get("revision"), attn_implementation=attn_implementation,
+        )
+    else:
+        encoder = build_scratch_encoder(scratch, len(tokenizer), attn_implementation)
+    if encoder.get_input_embeddings().num_embeddings < len(tokenizer):
+        raise ConfigError(f"{role}: tokenizer has {len(tokenizer)} tokens but the encoder's "
+                          f"embedding only {encoder.get_input_embeddings().num_embeddings}")
+    return encoder, tokenizer
+
+
+def build_tokenizer(
+    backbone: Mapping[str, Any],
+    *,
+    role: str,
+    train_texts: Sequence[str] | None = None,
+    cache_dir: str | os.PathLike = ".cache",
+    teacher_tokenizer=None,
+):
+    """The tokenizer of a backbone config, without its encoder: cheap enough to compare the
+    teacher's and the student's before anything trains (trained ones are cached by content)."""
+    name_or_path = backbone.get("name_or_path")
+    scratch = backbone.get("scratch")
+    trust = bool(backbone.get("trust_remote_code", False))
     if bool(name_or_path) == bool(scratch):
         raise ConfigError(
             f"{role}.backbone: set exactly one of name_or_path (pretrained) or scratch (random init)"
@@ -151,15 +179,4 @@ def build_backbone(
     else:
         raise ConfigError(f"{role}.backbone.tokenizer: a scratch model needs a tokenizer "
                           "(a path, or {train: true, vocab_size: ...})")
-
-    if name_or_path:
-        encoder = load_pretrained_encoder(
-            name_or_path, role=role, trust_remote_code=trust,
-            revision=backbone.get("revision"), attn_implementation=attn_implementation,
-        )
-    else:
-        encoder = build_scratch_encoder(scratch, len(tokenizer), attn_implementation)
-    if encoder.get_input_embeddings().num_embeddings < len(tokenizer):
-        raise ConfigError(f"{role}: tokenizer has {len(tokenizer)} tokens but the encoder's "
-                          f"embedding only {encoder.get_input_embeddings().num_embeddings}")
-    return encoder, tokenizer
+    return tokenizer

@@ -28,13 +28,13 @@ def plain(cfg) -> dict:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-def build_classifier(run: Run, role: str, *, eager_attention: bool = False) -> tuple:
-    """`(HateClassifier, tokenizer)` for the `teacher` or `student` config group."""
+def build_classifier(run: Run, role: str) -> tuple:
+    """`(HateClassifier, tokenizer)` for the `teacher` or `student` config group (attention KD
+    switches to eager attention afterwards, only when a term really compares attention maps)."""
     role_cfg = run.cfg[role]
     encoder, tokenizer = build_backbone(
         plain(role_cfg.backbone), role=role, train_texts=run.data.train_texts,
         cache_dir=run.cfg.paths.cache_dir,
-        attn_implementation="eager" if eager_attention else None,
         teacher_tokenizer=run.teacher.tokenizer if run.teacher else None,
     )
     head = role_cfg.head

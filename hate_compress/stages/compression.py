@@ -72,6 +72,7 @@ def prune_stage(run: Run) -> None:
         details = prune_model(trained.model, cfg.method, cfg.sparsity, calibration_batches=calib,
                               input_key=trained.key,
                               **{k: v for k, v in options.items() if k != "calibration_batches"})
+        details.update(details.pop("structured", {}))  # same keys as the fine-tune path reports
     finish(run, "prune", trained, {
         "method": cfg.method, "target_sparsity": float(cfg.sparsity), "finetune_epochs": epochs,
         "pruning": {**sparsity_report(trained.model), **_jsonable(details)},
