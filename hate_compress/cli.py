@@ -1,15 +1,16 @@
 """Command-line checks that run before Hydra composes anything.
 
-Hydra reports an unknown group option (`quant=int3`) as a multi-line block with exit code 1;
-users asked for one line with the choices and the same exit code as every other input error.
+Hydra reports an unknown group option (`quant=int3`) or an unknown key (`kd.alpa=0.5`) as a
+multi-line block with exit code 1; users asked for one line with the choices (or the closest
+key) and the same exit code as every other input error. Appended keys (`+kd.alpa=0.5`) pass
+Hydra and are refused by `validation` instead.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+from hate_compress.config_keys import CONF_DIR, unknown_key_message
 
 
 def group_options(group: str) -> list[str]:
@@ -32,8 +33,23 @@ def unknown_group_option(args: list[str]) -> str | None:
     return None
 
 
+def unknown_override_key(args: list[str]) -> str | None:
+    """The message for the first `key=value` override (no `+`) of a key no group defines."""
+    for arg in args:
+        key, sep, _ = arg.partition("=")
+        if not sep or key.startswith(("+", "~", "-", "hydra")) or "/" in key or "@" in key:
+            continue
+        if "." not in key and (CONF_DIR / key).is_dir():
+            continue  # a group choice: unknown_group_option
+        message = unknown_key_message(key)
+        if message:
+            return message
+    return None
+
+
 def check_args(argv: list[str] | None = None) -> None:
-    message = unknown_group_option(list(sys.argv[1:] if argv is None else argv))
+    args = list(sys.argv[1:] if argv is None else argv)
+    message = unknown_group_option(args) or unknown_override_key(args)
     if message:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)

@@ -1,6 +1,8 @@
 """Label texts with a saved model: `python -m hate_compress.predict model=<dir> input=<file or ->`.
 
-Input: a CSV/TSV/JSONL file with a text column, a .txt file or stdin with one text per line.
+Input: a CSV/TSV/JSONL file with a text column, a .txt file or stdin with one text per line,
+read by the training reader (`hate_compress.data.reading.read_texts`): UTF-8 only, strict
+quoting, one-line errors naming the file and row, and one prediction per input row, checked.
 Output (stdout or `output=<file>`): CSV or JSONL with the text, the predicted label(s) and one
 probability column per label. Works for every artifact the pipeline saves — teacher, student,
 pruned or quantized — because they all reload through `load_classifier` (safetensors only).
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from hate_compress.data.reading import Texts, decode_bytes, read_texts, text_lines
 from hate_compress.errors import ConfigError, DataError, HateCompressError
 from hate_compress.metrics import predictions, probabilities
 from hate_compress.models.artifact import load_classifier
@@ -39,32 +42,41 @@ def parse_args(argv: Sequence[str]) -> dict[str, str]:
     return opts
 
 
-def read_texts(source: str, text_column: str) -> list[str]:
+UNKNOWN_SHARE = 0.5  # warn when more of an input's tokens than this are the unknown token
+
+
+def read_input(source: str, text_column: str) -> Texts:
+    """The texts to label: stdin (one per line) or a file, as strictly as training reads."""
     if source == "-":
-        return [line.rstrip("\n") for line in sys.stdin if line.strip()]
-    path = Path(source)
-    if not path.exists():
-        raise DataError(f"{path}: file not found")
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        return [line.rstrip("\n") for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
-    if suffix in (".csv", ".tsv"):
-        with open(path, newline="", encoding="utf-8-sig") as fh:
-            rows = list(csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ","))
-    elif suffix in (".jsonl", ".json"):
-        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-                if line.strip()]
-    else:
-        raise DataError(f"{path}: unknown input format {suffix!r}; use .csv, .tsv, .jsonl or .txt")
-    if rows and text_column not in rows[0]:
-        raise DataError(f"{path}: no column {text_column!r} (columns: {sorted(rows[0])}); "
-                        "set text_column=...")
-    texts = [str(row[text_column] or "") for row in rows]
-    for i, text in enumerate(texts, start=1):
-        if not text.strip():
-            raise DataError(f"{path}: row {i}: text in column {text_column!r} is empty")
-    return texts
+        return text_lines(decode_bytes(sys.stdin.buffer.read(), "<stdin>"), "<stdin>")
+    return read_texts(source, text_column, option="text_column")
+
+
+def unknown_token_share(tokenizer, texts: Sequence[str], max_length: int) -> float | None:
+    """Share of the tokens the model sees that are its unknown token (None if it has none).
+
+    Text in a script the tokenizer never saw (Bengali on a German model) becomes all `[UNK]`:
+    the predictions are then one constant guess, which looks like a result."""
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is None:
+        return None
+    ids = tokenizer(list(texts), add_special_tokens=False, truncation=True,
+                    max_length=max_length)["input_ids"]
+    total = sum(len(seq) for seq in ids)
+    return sum(seq.count(unk) for seq in ids) / total if total else None
+
+
+def warn_unknown_tokens(tokenizer, meta: dict, texts: Texts) -> None:
+    share = unknown_token_share(tokenizer, texts.texts, meta.get("max_length", 128))
+    if share is not None and share > UNKNOWN_SHARE:
+        print(f"warning: {texts.source}: {share:.0%} of the tokens are unknown to the model's "
+              f"tokenizer ({tokenizer.unk_token}); is the text in the language the model was "
+              "trained on?", file=sys.stderr)
+
+
+def check_one_prediction_per_row(texts: Texts, rows: list[dict]) -> None:
+    if len(rows) != len(texts):
+        raise DataError(f"{texts.source}: {len(texts)} rows in but {len(rows)} predictions out")
 
 
 def batched(items: list[str], size: int) -> Iterator[list[str]]:
@@ -114,8 +126,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
         model, tokenizer, meta = load_classifier(opts["model"])
-        texts = read_texts(opts["input"], opts["text_column"])
-        rows = predict_texts(model, tokenizer, meta, texts, int(opts["batch_size"]))
+        texts = read_input(opts["input"], opts["text_column"])
+        warn_unknown_tokens(tokenizer, meta, texts)
+        rows = predict_texts(model, tokenizer, meta, texts.texts, int(opts["batch_size"]))
+        check_one_prediction_per_row(texts, rows)
         write_rows(rows, opts["output"], opts["format"])
     except HateCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -2,7 +2,8 @@
 
 A bad `prune.sparsity` must not surface after an hour of teacher training and KD: every stage's
 options are checked here, up front, with the same one-line messages the stages themselves use.
-That includes things only a later stage reads (the student's architecture, KD loss terms,
+Keys no config group defines (`+kd.alpa=0.5`) are refused (`config_keys`). That includes
+things only a later stage reads (the student's architecture, KD loss terms,
 pruning/quantization options, Lightning Trainer arguments) and a `teacher.checkpoint`
 directory, whose weights are refused here if they are not safetensors.
 """
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from hate_compress.config_keys import unknown_key_message, unknown_keys
 from hate_compress.errors import ConfigError, ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -43,6 +45,7 @@ def validate_config(cfg: DictConfig) -> None:
     from hate_compress.compress.pruning import PRUNERS
     from hate_compress.compress.quantization import QUANTIZERS
 
+    _check_known_keys(cfg)
     stages = list(cfg.stages)
     uses_kd = "kd" in stages or ("prune" in stages and cfg.prune.method != "none"
                                  and cfg.prune.get("kd", True))
@@ -86,6 +89,14 @@ def validate_config(cfg: DictConfig) -> None:
     if "kd" in stages:
         _check_backbone(cfg.student.backbone, "student")
     _check_trainer(cfg)
+
+
+def _check_known_keys(cfg: DictConfig) -> None:
+    """A key no config group defines was appended with `+` (a typo such as `+kd.alpa=0.5`):
+    the run would silently ignore it."""
+    unknown = unknown_keys(OmegaConf.to_container(cfg, resolve=False))
+    if unknown:
+        raise ConfigError(unknown_key_message(unknown[0]))
 
 
 def check_teacher_checkpoint(directory: Path) -> None:

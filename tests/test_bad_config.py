@@ -99,6 +99,9 @@ CASES = [
                                      "data.task=multilabel", "data.label_column=null",
                                      "data.label_columns=[insult,threat]"),
          ("row 3", "column 'insult' must be 0 or 1", "'2'")),
+    Case("numeric_text_column", (f"data.train_file={bad('numeric_text_column.csv')}", *DATA,
+                                 "data.text_column=id"),
+         ("numeric_text_column.csv", "column 'id' (data.text_column) holds numbers", "5 of 5 rows")),
     Case("one_mb_text", TRAIN_ONE_BATCH, generated="one_mb_text",
          accepted="a ~1 MB text is read verbatim (above the csv module's 128 KiB field limit) "
                   "and truncated to data.max_length tokens by the tokenizer"),
@@ -135,6 +138,11 @@ CASES = [
     Case("trainer_unknown_key", ("+trainer.gpus=1",),
          ("trainer.gpus is not a Lightning Trainer argument",)),
     Case("trainer_max_epochs", ("+trainer.max_epochs=3",), ("trainer.max_epochs cannot be set",)),
+    Case("key_typo", ("kd.alpa=0.5",), ("unknown key kd.alpa, did you mean kd.alpha?",), cli=True),
+    Case("appended_key_typo", ("+kd.alpa=0.5",), ("unknown key kd.alpa, did you mean kd.alpha?",)),
+    Case("appended_nested_key_typo", ("+teacher.backbone.tokenizer.vocab=100",),
+         ("unknown key teacher.backbone.tokenizer.vocab, did you mean "
+          "teacher.backbone.tokenizer.vocab_size?",)),
     Case("unknown_group_option", ("quant=int3",),
          ("quant=int3: no such option; choose from", "dynamic_int8", "nf4"), cli=True),
 ]
@@ -312,8 +320,11 @@ def write_doc() -> None:
         "| case | overrides | run | exit | message |\n|---|---|---|---|---|\n"
     )
     footer = (
-        "\n`unknown_group_option` is caught before Hydra composes the config "
-        "(`hate_compress/cli.py`), so it too is one line listing the choices.\n"
+        "\n`unknown_group_option` and `key_typo` are caught before Hydra composes the config "
+        "(`hate_compress/cli.py`), so they too are one line, listing the choices or the closest "
+        "key. A key appended with `+` passes Hydra and is refused by the config validation "
+        "(`appended_key_typo`); the known keys are read from each group's yaml files, and the "
+        "free-form subtrees left open are listed in `hate_compress/config_keys.py`.\n"
     )
     DOC.parent.mkdir(parents=True, exist_ok=True)
     DOC.write_text(header + "\n".join(rows) + "\n" + footer, encoding="utf-8")

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from hate_compress.data import DataSchema, check_label_coverage, read_split
+from hate_compress.data.reading import read_texts
 from hate_compress.errors import DataError
 
 BAD = Path(__file__).parent / "data" / "bad"
@@ -48,6 +49,12 @@ ERROR_CASES = [
     ("unknown_extension.txt", {}, None, "set data.format"),
     ("bad_json.jsonl", {}, 2, "invalid JSON"),
     ("dev_only_label_dev.csv", {"task": "multiclass"}, 2, "never occurs in the train split"),
+    ("numeric_text_column.csv", {"text_column": "id"}, 1, "column 'id' (data.text_column) holds numbers"),
+]
+# prediction input (`python -m hate_compress.predict`, read by `read_texts`): (file, row, keyword)
+PREDICT_CASES = [
+    ("predict_unbalanced_quote.tsv", 4, "unbalanced double quote"),
+    ("predict_utf16.csv", None, "UTF-16"),
 ]
 
 
@@ -72,7 +79,10 @@ def documented_messages() -> str:
 def test_bad_input_fails_with_one_clear_line(name, kwargs, row, keyword):
     with pytest.raises(DataError) as info:
         load(name, kwargs)
-    msg = str(info.value)
+    check_message(str(info.value), name, row, keyword)
+
+
+def check_message(msg: str, name: str, row: int | None, keyword: str) -> None:
     assert "\n" not in msg and "\r" not in msg
     assert name in msg
     if row is not None:
@@ -84,8 +94,16 @@ def test_bad_input_fails_with_one_clear_line(name, kwargs, row, keyword):
     assert f"`{shown}`" in documented_messages(), f"CASES.md is out of date for {name}: {shown}"
 
 
+@pytest.mark.parametrize(("name", "row", "keyword"), PREDICT_CASES, ids=[c[0] for c in PREDICT_CASES])
+def test_bad_prediction_input_fails_with_one_clear_line(name, row, keyword):
+    with pytest.raises(DataError) as info:
+        read_texts(BAD / name, "text")
+    check_message(str(info.value), name, row, keyword)
+
+
 def test_every_fixture_is_a_documented_case():
-    used = {c[0] for c in ERROR_CASES} | set(ACCEPTED) | {"dev_only_label_train.csv"}
+    used = ({c[0] for c in ERROR_CASES} | {c[0] for c in PREDICT_CASES} | set(ACCEPTED)
+            | {"dev_only_label_train.csv"})
     on_disk = {p.name for p in BAD.iterdir() if p.name not in ("CASES.md", ".gitattributes")}
     assert on_disk <= used, f"fixtures without a test: {sorted(on_disk - used)}"
     table = documented_messages()

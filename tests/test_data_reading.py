@@ -211,3 +211,51 @@ def test_banglamultihate_multilabel_view(tmp_path):
     got = read_split(path, schema)
     assert got.label_names == ["Abusive", "Individual", "Political Hate", "Society"]
     assert got.labels.tolist() == [[1, 1, 0, 0], [0, 0, 0, 0], [0, 0, 1, 1]]
+
+
+# -- quoting: a stray quote must not swallow rows ------------------------------------------------
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ('text\tlabel\n"a\tX\nb\tY\nc"\tX\nd\tY\n',
+     r'd\.tsv: row 1: an unbalanced double quote \("\) joined lines 2-4 into one field; TSV rows'),
+    ('text\tlabel\n"a\tX\nb\tY\nc\tX\n', r"d\.tsv: row 1: a double quote .* opened at line 2 is never closed"),
+    ('text\tlabel\na\tX\n"Hallo" sagte er\tY\n', r"d\.tsv: row 2: .*text follows a closing quote"),
+])
+def test_stray_quote_is_an_error_not_a_merged_row(tmp_path, body, message):
+    path = tmp_path / "d.tsv"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        read_split(path, DataSchema())
+
+
+def test_numeric_text_column_is_refused_below_the_threshold_accepted(tmp_path):
+    path = tmp_path / "d.csv"
+    numbers = [f"{1000 + i}" for i in range(9)]
+    path.write_text("text,label\n" + "".join(f"{n},{'XY'[i % 2]}\n" for i, n in enumerate(numbers))
+                    + "ein echter Text,X\n", encoding="utf-8")
+    with pytest.raises(DataError, match=r"column 'text' \(data\.text_column\) holds numbers, not "
+                                        r"text, in 9 of 10 rows \(row 1: '1000'\)"):
+        read_split(path, DataSchema())
+    path.write_text("text,label\n42,X\n3.5 Sterne,Y\n1.000,X\n+7,Y\nZahl 9,X\n", encoding="utf-8")
+    assert len(read_split(path, DataSchema())) == 5  # 3 of 5 numeric: texts with numbers in them
+
+
+def test_read_texts_uses_the_training_checks(tmp_path):
+    from hate_compress.data.reading import read_texts
+
+    path = tmp_path / "in.csv"
+    path.write_text('id,text\n1,"zwei\nZeilen"\n2,eins\n', encoding="utf-8")
+    texts = read_texts(path, "text")
+    assert texts.texts == ["zwei\nZeilen", "eins"] and texts.rows == [1, 2]
+    with pytest.raises(DataError, match=r"in\.csv: missing column 'tweet' \(text_column\)"):
+        read_texts(path, "tweet")
+    with pytest.raises(DataError, match=r"column 'id' \(text_column\) holds numbers"):
+        read_texts(path, "id")
+    lines = tmp_path / "in.txt"
+    lines.write_bytes("eins\r\nzwei \u2028 noch zwei\n\ndrei".encode())
+    texts = read_texts(lines, "text")  # U+2028 is not a line break; blank lines keep their row
+    assert texts.texts == ["eins", "zwei \u2028 noch zwei", "drei"] and texts.rows == [1, 2, 4]
+    lines.write_bytes(b"eins\nzw\xf6lf\n")
+    with pytest.raises(DataError, match=r"in\.txt: line 2: bytes are not valid UTF-8"):
+        read_texts(lines, "text")

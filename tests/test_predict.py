@@ -83,3 +83,79 @@ def test_bad_arguments_give_one_line(tmp_path, capsys):
     assert capsys.readouterr().err.startswith("error: /nonexistent")
     assert main(["modle=x"]) == 2
     assert "unknown argument 'modle=x'" in capsys.readouterr().err
+
+
+# -- input read as strictly as training reads it ------------------------------------------------
+
+BAD = ROOT / "tests" / "data" / "bad"
+
+
+def run_main(args: list[str], capsys) -> tuple[int, str, list[str]]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err.splitlines()
+
+
+@pytest.mark.parametrize(("name", "needles"), [
+    ("predict_unbalanced_quote.tsv", ("row 4", "unbalanced double quote", "joined lines 5-26")),
+    ("predict_utf16.csv", ("UTF-16",)),
+    ("numeric_text_column.csv", ("column 'id' (text_column) holds numbers",)),
+])
+def test_bad_input_is_one_error_line_and_no_predictions(pipeline_run, capsys, name, needles):
+    """Before: the stray quote gave 9 predictions for 30 rows (exit 0), UTF-16 a traceback."""
+    _, tmp = pipeline_run
+    column = ["text_column=id"] if name.startswith("numeric") else []
+    code, out, err = run_main([f"model={tmp / 'run' / 'final_model'}", f"input={BAD / name}",
+                               *column], capsys)
+    assert code == 2 and out == ""
+    assert len(err) == 1 and err[0].startswith(f"error: {BAD / name}: "), err
+    for needle in needles:
+        assert needle in err[0], err[0]
+
+
+def test_one_prediction_per_input_row(pipeline_run, tmp_path, capsys):
+    _, tmp = pipeline_run
+    fixed = tmp_path / "fixed.tsv"  # the fixture with its stray quotes removed: 30 rows
+    fixed.write_text((BAD / "predict_unbalanced_quote.tsv").read_text(encoding="utf-8")
+                     .replace('"', ""), encoding="utf-8")
+    code, out, err = run_main([f"model={tmp / 'run' / 'final_model'}", f"input={fixed}"], capsys)
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 30 and rows[3]["text"] == "Achtung, so nicht"
+
+
+def test_utf16_on_stdin_is_one_error_line(pipeline_run, monkeypatch, capsys):
+    _, tmp = pipeline_run
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO("Du Dummkopf\n".encode("utf-16"))))
+    code, out, err = run_main([f"model={tmp / 'run' / 'final_model'}", "input=-"], capsys)
+    assert code == 2 and err == ["error: <stdin>: input is UTF-16 encoded; re-save it as UTF-8"]
+
+
+def test_rows_out_must_equal_rows_in(pipeline_run, tmp_path, monkeypatch, capsys):
+    import hate_compress.predict as predict
+
+    _, tmp = pipeline_run
+    source = tmp_path / "in.txt"
+    source.write_text("eins\nzwei\ndrei\n", encoding="utf-8")
+    real = predict.predict_texts
+    monkeypatch.setattr(predict, "predict_texts", lambda *a, **k: real(*a, **k)[:-1])
+    code, out, err = run_main([f"model={tmp / 'run' / 'final_model'}", f"input={source}"], capsys)
+    assert code == 2 and out == ""
+    assert err == [f"error: {source}: 3 rows in but 2 predictions out"]
+
+
+def test_warns_when_most_tokens_are_unknown(pipeline_run, tmp_path, capsys):
+    """Bengali text on a model whose tokenizer only saw German is all [UNK]: one warning line."""
+    _, tmp = pipeline_run
+    model = f"model={tmp / 'run' / 'final_model'}"
+    bengali = tmp_path / "bn.txt"
+    bengali.write_text("এই সরকার কে যারা নির্লজ্জের মত সাপোর্ট দিয়েছে\nতাদের আরো এমন রাস্তায়\n",
+                       encoding="utf-8")
+    code, out, err = run_main([model, f"input={bengali}"], capsys)
+    assert code == 0 and len(list(csv.DictReader(io.StringIO(out)))) == 2
+    assert len(err) == 1 and err[0].startswith(f"warning: {bengali}: 100% of the tokens are "
+                                               "unknown to the model's tokenizer ([UNK])"), err
+    german = tmp_path / "de.txt"
+    german.write_text("Du bist ein Idiot\nDas Wetter ist schön\n", encoding="utf-8")
+    code, _, err = run_main([model, f"input={german}"], capsys)
+    assert code == 0 and not [line for line in err if line.startswith("warning:")], err

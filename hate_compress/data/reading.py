@@ -11,10 +11,18 @@ Documented, accepted quirks (not errors):
 * whitespace around header names is stripped; blank lines are skipped (they still count as rows,
   so "row N" is line N+1 of the file; after a quoted multi-line field messages say
   "row N (line L)");
+* a quoted CSV field may span lines; in TSV it may not (TSV rows are lines: a field that runs
+  over several lines is an unbalanced quote swallowing rows, and is reported as such);
 * whitespace around labels is trimmed when ``strip_labels`` is true (the default);
 * texts are kept verbatim, however long (the tokenizer truncates to ``max_length`` later);
 * in JSON Lines numbers/booleans in label fields are read as strings (``1`` → ``"1"``,
   ``true`` → ``"1"``) and ``null`` counts as empty.
+
+Not accepted although the stdlib would parse it: text after a closing quote (``"Hallo" sagte er``
+would silently lose its quotes; quote the whole field), a quote never closed, and a text column
+that holds (nearly) only numbers — what pointing ``data.text_column`` at an id column looks like.
+
+`read_texts` reads unlabelled input (``python -m hate_compress.predict``) with the same checks.
 """
 
 from __future__ import annotations
@@ -41,6 +49,8 @@ _EXTENSIONS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl", "
 _DELIMITERS = {"csv": ",", "tsv": "\t"}
 _ONE_ZERO = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0}
 _SURROGATE = re.compile("[\udc80-\udcff]")  # undecodable bytes under errors="surrogateescape"
+_NUMBER = re.compile(r"[-+]?(\d+([.,]\d+)*|[.,]\d+)([eE][-+]?\d+)?%?")
+NUMERIC_SHARE = 0.9  # a text column this numeric is an id/count column, not text
 
 Record = tuple[int, str, dict[str, str]]  # (1-based data row, "row N" or "row N (line L)", cells)
 Cells = tuple[int, dict[str, str]]  # (1-based data row, {column: cell})
@@ -107,6 +117,36 @@ class LabeledTexts:
         return replace(self, labels=out, label_names=names)
 
 
+@dataclass(frozen=True)
+class _Columns:
+    """The columns a file must have, each with the option that names it (for the hints)."""
+
+    options: dict[str, str]  # column -> e.g. "data.text_column"
+
+    @property
+    def required(self) -> list[str]:
+        return list(self.options)
+
+    @classmethod
+    def of(cls, schema: DataSchema) -> _Columns:
+        labels = ("data.label_columns" if schema.label_columns else
+                  "data.multilabel_from.columns" if schema.multilabel_from else "data.label_column")
+        return cls({schema.text_column: "data.text_column",
+                    **{c: labels for c in schema.required_columns[1:]}})
+
+
+@dataclass
+class Texts:
+    """Unlabelled texts (prediction input) and the 1-based data row each came from."""
+
+    source: str
+    texts: list[str]
+    rows: list[int]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
 # -- public API -------------------------------------------------------------------------------
 
 
@@ -121,9 +161,79 @@ def read_split(path: str | Path, schema: DataSchema, fmt: str = "auto",
     path = Path(path)
     fmt = detect_format(path, fmt)
     text = _decode(path)
-    records = _records(path, text, fmt, schema)
+    records = _records(path, text, fmt, _Columns.of(schema))
     names = list(label_names) if label_names is not None else schema.label_names
     return _Extractor(path, schema, names).run(records)
+
+
+def read_texts(path: str | Path, text_column: str = "text", option: str = "text_column") -> Texts:
+    """Unlabelled texts from a CSV/TSV/JSON Lines file (column `text_column`) or a .txt file
+    (one text per line), with the decoding, delimiter, quoting and row checks of `read_split`.
+
+    `option` is how the user sets the column (named in hints). The rows parsed are checked
+    against the file's physical lines where a row is a line (TSV, JSON Lines, .txt), so no
+    text can silently swallow its neighbours.
+    """
+    path = Path(path)
+    if path.suffix.lower() == ".txt":
+        return text_lines(_decode(path), str(path))
+    fmt = _EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise DataError(f"{path}: unknown input format {path.suffix!r}; use "
+                        f"{', '.join(sorted({*_EXTENSIONS, '.txt'}))}")
+    text = _decode(path)
+    records = _records(path, text, fmt, _Columns({text_column: option}))
+    texts, rows = [], []
+    for row, where, cells in records:
+        if not cells[text_column].strip():
+            raise DataError(f"{path}: {where}: text in column {text_column!r} is empty or "
+                            "whitespace-only; fill it in or remove the row")
+        texts.append(cells[text_column])
+        rows.append(row)
+    if fmt != "csv":  # a CSV field may legitimately span lines
+        _check_line_count(str(path), text, len(texts), header=fmt == "tsv")
+    check_not_numeric(path, text_column, option, texts, rows)
+    return Texts(str(path), texts, rows)
+
+
+def text_lines(text: str, source: str) -> Texts:
+    """One text per line (.txt, stdin); blank lines are skipped but still counted as rows."""
+    texts, rows = [], []
+    for row, line in enumerate(_lines(text), start=1):
+        if line.strip():
+            if _SURROGATE.search(line):
+                raise _bad_bytes_error(source, f"line {row}", line)
+            texts.append(line.rstrip("\r\n"))
+            rows.append(row)
+    if not texts:
+        raise DataError(f"{source}: has no text (only blank lines)")
+    return Texts(source, texts, rows)
+
+
+def decode_bytes(raw: bytes, source: str) -> str:
+    """UTF-8 text of `raw` (a file's or stdin's bytes), refusing UTF-16 and empty input; bad
+    bytes become surrogates so the row holding them can be named later."""
+    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        raise DataError(f"{source}: input is UTF-16 encoded; re-save it as UTF-8")
+    if raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # BOM written by Excel/Notepad: harmless, strip it
+    if not raw.strip():
+        raise DataError(f"{source}: input is empty ({len(raw)} bytes)")
+    return raw.decode("utf-8", errors="surrogateescape")
+
+
+def check_not_numeric(path: str | Path, column: str, option: str, texts: Sequence[str],
+                      rows: Sequence[int]) -> None:
+    """Refuse a text column of (nearly) only numbers: the usual sign of a wrong text column
+    (an id or a count), which would otherwise train or predict on meaningless input."""
+    numeric = [i for i, t in enumerate(texts) if _NUMBER.fullmatch(t.strip())]
+    if texts and len(numeric) >= NUMERIC_SHARE * len(texts):
+        first = numeric[0]
+        raise DataError(
+            f"{path}: column {column!r} ({option}) holds numbers, not text, in {len(numeric)} of "
+            f"{len(texts)} rows (row {rows[first]}: {texts[first]!r}); point {option} at the "
+            "column with the texts"
+        )
 
 
 def detect_format(path: Path, fmt: str = "auto") -> str:
@@ -184,16 +294,26 @@ def _decode(path: Path) -> str:
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a data file")
     raw = path.read_bytes()
-    if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        raise DataError(f"{path}: file is UTF-16 encoded; re-save it as UTF-8")
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]  # BOM written by Excel/Notepad: harmless, strip it
-    if not raw.strip():
-        raise DataError(f"{path}: file is empty ({path.stat().st_size} bytes); expected a header and data rows")
-    return raw.decode("utf-8", errors="surrogateescape")
+    if raw.strip() and raw.strip() != b"\xef\xbb\xbf":
+        return decode_bytes(raw, str(path))
+    raise DataError(f"{path}: file is empty ({len(raw)} bytes); expected a header and data rows")
 
 
-def _bad_bytes_error(path: Path, where: str, cell: str) -> DataError:
+def _lines(text: str) -> list[str]:
+    """Physical lines as the csv module counts them (\\n, \\r\\n or \\r; not U+2028 etc.)."""
+    return list(io.StringIO(text, newline=""))
+
+
+def _check_line_count(source: str, text: str, n_rows: int, header: bool) -> None:
+    """Rows parsed must equal the non-blank physical lines (minus the header) of a format whose
+    rows are lines: counted independently of the parser, so a swallowed line cannot go unseen."""
+    n_lines = sum(1 for line in _lines(text) if line.strip("\r\n")) - int(header)
+    if n_lines != n_rows:
+        raise DataError(f"{source}: {n_lines} data lines but {n_rows} rows were read; a quote or "
+                        "line break inside a text joined or split rows — check the quoting")
+
+
+def _bad_bytes_error(path: Path | str, where: str, cell: str) -> DataError:
     byte = ord(_SURROGATE.search(cell).group()) - 0xDC00
     return DataError(
         f"{path}: {where}: bytes are not valid UTF-8 (first bad byte 0x{byte:02x}); the file is "
@@ -204,9 +324,9 @@ def _bad_bytes_error(path: Path, where: str, cell: str) -> DataError:
 # -- records ----------------------------------------------------------------------------------
 
 
-def _records(path: Path, text: str, fmt: str, schema: DataSchema) -> list[Record]:
+def _records(path: Path, text: str, fmt: str, columns: _Columns) -> list[Record]:
     parse = _jsonl_records if fmt == "jsonl" else _delimited_records
-    records = list(parse(path, text, fmt, schema))
+    records = list(parse(path, text, fmt, columns))
     if not records:
         raise DataError(f"{path}: has a header but no data rows")
     return records
@@ -223,17 +343,21 @@ def _field_limit(size: int) -> Iterator[None]:
         csv.field_size_limit(old)
 
 
-def _delimited_records(path: Path, text: str, fmt: str, schema: DataSchema) -> Iterator[Record]:
+def _delimited_records(path: Path, text: str, fmt: str, columns: _Columns) -> Iterator[Record]:
     delimiter = _DELIMITERS[fmt]
     with _field_limit(len(text)):
-        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-        header = next((r for r in reader if r), None)
+        # strict: text after a closing quote or a quote never closed is an error, not a guess
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+        try:
+            header = next((r for r in reader if r), None)
+        except csv.Error as exc:
+            raise _quote_error(path, "header", 1, reader.line_num, exc) from None
         if header is None:
             raise DataError(f"{path}: file is empty; expected a header and data rows")
         header = [h.strip() for h in header]
         if any(_SURROGATE.search(h) for h in header):
             raise _bad_bytes_error(path, "header", next(h for h in header if _SURROGATE.search(h)))
-        index = _check_header(path, header, fmt, schema)
+        index = _check_header(path, header, fmt, columns)
         row = 0
         while True:
             row += 1
@@ -244,15 +368,33 @@ def _delimited_records(path: Path, text: str, fmt: str, schema: DataSchema) -> I
             except StopIteration:
                 return
             except csv.Error as exc:
-                raise DataError(f"{path}: {where}: cannot parse ({exc})") from None
+                raise _quote_error(path, where, line, reader.line_num, exc) from None
             if not fields:
                 continue  # blank line
+            if fmt == "tsv" and reader.line_num > line:
+                raise _quote_error(path, where, line, reader.line_num, None)
             bad = next((f for f in fields if _SURROGATE.search(f)), None)
             if bad is not None:
                 raise _bad_bytes_error(path, where, bad)
             if len(fields) != len(header):
                 raise _ragged_error(path, where, len(fields), len(header), fmt)
             yield row, where, {col: fields[i] for col, i in index.items()}
+
+
+def _quote_error(path: Path, where: str, line: int, end: int, exc: csv.Error | None) -> DataError:
+    """A stray double quote: the csv module reads everything up to the next quote as one field."""
+    joined = f"joined lines {line}-{end} into one field; " if end > line else ""
+    if exc is None or "expected after" in str(exc):
+        return DataError(
+            f'{path}: {where}: an unbalanced double quote (") {joined}'
+            + ("TSV rows cannot span lines; " if exc is None else
+               "text follows a closing quote; ")
+            + 'remove the stray quote, or quote the whole field and double quotes inside it ("")'
+        )
+    if "unexpected end of data" in str(exc):
+        return DataError(f'{path}: {where}: a double quote (") opened at line {line} is never '
+                         f"closed, so every line after it would be one text; remove or close it")
+    return DataError(f"{path}: {where}: cannot parse ({exc})")
 
 
 def _ragged_error(path: Path, where: str, n_fields: int, n_header: int, fmt: str) -> DataError:
@@ -271,9 +413,9 @@ _SEPARATORS = (("\t", "tab-separated", "set data.format=tsv"),
                (";", "semicolon-separated", "re-save it as CSV (comma) or TSV"))
 
 
-def _check_header(path: Path, header: list[str], fmt: str, schema: DataSchema) -> dict[str, int]:
-    """Column positions of the schema's columns, or an error explaining what is wrong."""
-    if any(c not in header for c in schema.required_columns):  # wrong delimiter? say so first
+def _check_header(path: Path, header: list[str], fmt: str, columns: _Columns) -> dict[str, int]:
+    """Column positions of the required columns, or an error explaining what is wrong."""
+    if any(c not in header for c in columns.required):  # wrong delimiter? say so first
         for sep, looks, fix in _SEPARATORS:
             if sep != _DELIMITERS[fmt] and any(sep in h for h in header):
                 shape = f"a single column {header[0]!r}" if len(header) == 1 else f"columns {header}"
@@ -284,28 +426,26 @@ def _check_header(path: Path, header: list[str], fmt: str, schema: DataSchema) -
             f"{path}: duplicated column name(s) in the header: {', '.join(map(repr, dups))}; "
             "rename them so every column is unique"
         )
-    _check_columns(path, header, schema, where="")
-    return {col: header.index(col) for col in schema.required_columns}
+    _check_columns(path, header, columns, where="")
+    return {col: header.index(col) for col in columns.required}
 
 
-def _check_columns(path: Path, found: Sequence[str], schema: DataSchema, where: str) -> None:
-    missing = [c for c in schema.required_columns if c not in found]
+def _check_columns(path: Path, found: Sequence[str], columns: _Columns, where: str) -> None:
+    missing = [c for c in columns.required if c not in found]
     if not missing:
         return
     what = "key" if where else "column"
     parts = []
     for col in missing:
-        key = "text_column" if col == schema.text_column else (
-            "label_columns" if schema.label_columns else "label_column")
         hint = did_you_mean(col, found)
-        parts.append(f"{col!r} (data.{key})" + (f" — {hint}" if hint else ""))
+        parts.append(f"{col!r} ({columns.options[col]})" + (f" — {hint}" if hint else ""))
     raise DataError(
         f"{path}: {where}missing {what}{'s' if len(missing) > 1 else ''} {', '.join(parts)}; "
         f"{what}s found: {list(found)}" + ("" if where else " (does the file have a header row?)")
     )
 
 
-def _jsonl_records(path: Path, text: str, fmt: str, schema: DataSchema) -> Iterator[Record]:
+def _jsonl_records(path: Path, text: str, fmt: str, columns: _Columns) -> Iterator[Record]:
     if text.lstrip().startswith("["):
         raise DataError(f"{path}: is a JSON array; expected JSON Lines (one object per line)")
     for row, line in enumerate(text.split("\n"), start=1):
@@ -319,8 +459,8 @@ def _jsonl_records(path: Path, text: str, fmt: str, schema: DataSchema) -> Itera
             raise DataError(f"{path}: row {row}: invalid JSON ({exc.msg} at column {exc.colno})") from None
         if not isinstance(obj, dict):
             raise DataError(f"{path}: row {row}: expected a JSON object, got {type(obj).__name__}")
-        _check_columns(path, list(obj), schema, where=f"row {row}: ")
-        yield row, f"row {row}", {col: _json_cell(path, row, col, obj[col]) for col in schema.required_columns}
+        _check_columns(path, list(obj), columns, where=f"row {row}: ")
+        yield row, f"row {row}", {col: _json_cell(path, row, col, obj[col]) for col in columns.required}
 
 
 def _json_cell(path: Path, row: int, col: str, value: object) -> str:
@@ -370,6 +510,7 @@ class _Extractor:
                                      "fill it in or remove the row")
             texts.append(rec[s.text_column])
             rows.append(row)
+        check_not_numeric(self.path, s.text_column, "data.text_column", texts, rows)
         if s.label_columns:
             names, labels = list(s.label_columns), self._zero_one(cells)
         elif s.multilabel_from:
