@@ -50,6 +50,7 @@ _DELIMITERS = {"csv": ",", "tsv": "\t"}
 _ONE_ZERO = {"0": 0.0, "1": 1.0, "0.0": 0.0, "1.0": 1.0}
 _SURROGATE = re.compile("[\udc80-\udcff]")  # undecodable bytes under errors="surrogateescape"
 _NUMBER = re.compile(r"[-+]?(\d+([.,]\d+)*|[.,]\d+)([eE][-+]?\d+)?%?")
+_UTF8_BOM = b"\xef\xbb\xbf"
 NUMERIC_SHARE = 0.9  # a text column this numeric is an id/count column, not text
 
 Record = tuple[int, str, dict[str, str]]  # (1-based data row, "row N" or "row N (line L)", cells)
@@ -186,8 +187,7 @@ def read_texts(path: str | Path, text_column: str = "text", option: str = "text_
     texts, rows = [], []
     for row, where, cells in records:
         if not cells[text_column].strip():
-            raise DataError(f"{path}: {where}: text in column {text_column!r} is empty or "
-                            "whitespace-only; fill it in or remove the row")
+            raise DataError(f"{path}: {where}: {_empty_text(text_column)}")
         texts.append(cells[text_column])
         rows.append(row)
     if fmt != "csv":  # a CSV field may legitimately span lines
@@ -215,11 +215,14 @@ def decode_bytes(raw: bytes, source: str) -> str:
     bytes become surrogates so the row holding them can be named later."""
     if raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
         raise DataError(f"{source}: input is UTF-16 encoded; re-save it as UTF-8")
-    if raw.startswith(b"\xef\xbb\xbf"):
-        raw = raw[3:]  # BOM written by Excel/Notepad: harmless, strip it
+    raw = raw.removeprefix(_UTF8_BOM)  # written by Excel/Notepad: harmless, strip it
     if not raw.strip():
         raise DataError(f"{source}: input is empty ({len(raw)} bytes)")
     return raw.decode("utf-8", errors="surrogateescape")
+
+
+def _empty_text(column: str) -> str:
+    return f"text in column {column!r} is empty or whitespace-only; fill it in or remove the row"
 
 
 def check_not_numeric(path: str | Path, column: str, option: str, texts: Sequence[str],
@@ -294,9 +297,9 @@ def _decode(path: Path) -> str:
     if path.is_dir():
         raise DataError(f"{path}: is a directory, expected a data file")
     raw = path.read_bytes()
-    if raw.strip() and raw.strip() != b"\xef\xbb\xbf":
-        return decode_bytes(raw, str(path))
-    raise DataError(f"{path}: file is empty ({len(raw)} bytes); expected a header and data rows")
+    if not raw.removeprefix(_UTF8_BOM).strip():
+        raise DataError(f"{path}: file is empty ({len(raw)} bytes); expected a header and data rows")
+    return decode_bytes(raw, str(path))
 
 
 def _lines(text: str) -> list[str]:
@@ -506,8 +509,7 @@ class _Extractor:
         texts, rows = [], []
         for row, rec in cells:
             if not rec[s.text_column].strip():
-                raise self.fail(row, f"text in column {s.text_column!r} is empty or whitespace-only; "
-                                     "fill it in or remove the row")
+                raise self.fail(row, _empty_text(s.text_column))
             texts.append(rec[s.text_column])
             rows.append(row)
         check_not_numeric(self.path, s.text_column, "data.text_column", texts, rows)
