@@ -4,6 +4,8 @@ Input: a CSV/TSV/JSONL file with a text column, a .txt file or stdin with one te
 Output (stdout or `output=<file>`): CSV or JSONL with the text, the predicted label(s) and one
 probability column per label. Works for every artifact the pipeline saves — teacher, student,
 pruned or quantized — because they all reload through `load_classifier` (safetensors only).
+A directory holding `model.onnx` runs with ONNX Runtime instead (`hate_compress.onnx_runtime`),
+and then torch, Lightning and Hydra are never imported: `load_predictor` picks the backend.
 """
 
 from __future__ import annotations
@@ -15,11 +17,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import torch
-
 from hate_compress.errors import ConfigError, DataError, HateCompressError
-from hate_compress.metrics import predictions, probabilities
-from hate_compress.models.artifact import load_classifier
 
 USAGE = ("usage: python -m hate_compress.predict model=<dir> input=<file or -> "
          "[output=<file or ->] [format=csv|jsonl] [text_column=text] [batch_size=64]")
@@ -72,23 +70,49 @@ def batched(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-def predict_texts(model, tokenizer, meta: dict, texts: list[str], batch_size: int = 64):
+class TorchPredictor:
+    """Label scores from a saved torch artifact (safetensors + restorers)."""
+
+    runtime = "torch"
+
+    def __init__(self, directory: str):
+        from hate_compress.models.artifact import load_classifier
+
+        self.model, self.tokenizer, self.meta = load_classifier(directory)
+
+    def scores(self, texts: list[str]) -> tuple[list, list]:
+        import torch
+
+        from hate_compress.metrics import predictions, probabilities
+
+        task = self.meta["task"]
+        enc = self.tokenizer(texts, truncation=True, max_length=self.meta.get("max_length", 128),
+                             padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            logits = self.model(enc["input_ids"], enc["attention_mask"]).logits
+        return probabilities(logits, task).tolist(), predictions(logits, task).tolist()
+
+
+def load_predictor(directory: str):
+    """The backend a model directory needs: ONNX Runtime for `model.onnx`, else torch."""
+    from hate_compress.onnx_runtime import OnnxPredictor, is_onnx_dir
+
+    return OnnxPredictor(directory) if is_onnx_dir(directory) else TorchPredictor(directory)
+
+
+def predict_texts(predictor, texts: list[str], batch_size: int = 64):
     """Rows of {text, label, prob_<label>...}; the label is '|'-joined for multilabel."""
-    names, task = meta["label_names"], meta["task"]
+    names, task = predictor.meta["label_names"], predictor.meta["task"]
     rows = []
-    with torch.inference_mode():
-        for chunk in batched(texts, batch_size):
-            enc = tokenizer(chunk, truncation=True, max_length=meta.get("max_length", 128),
-                            padding=True, return_tensors="pt")
-            logits = model(enc["input_ids"], enc["attention_mask"]).logits
-            probs, preds = probabilities(logits, task), predictions(logits, task)
-            for text, p, y in zip(chunk, probs.tolist(), preds.tolist()):
-                if task == "multilabel":
-                    label = "|".join(n for n, on in zip(names, y) if on)
-                else:
-                    label = names[y]
-                rows.append({"text": text, "label": label,
-                             **{f"prob_{n}": round(v, 6) for n, v in zip(names, p)}})
+    for chunk in batched(texts, batch_size):
+        probs, preds = predictor.scores(chunk)
+        for text, p, y in zip(chunk, probs, preds):
+            if task == "multilabel":
+                label = "|".join(n for n, on in zip(names, y) if on)
+            else:
+                label = names[y]
+            rows.append({"text": text, "label": label,
+                         **{f"prob_{n}": round(v, 6) for n, v in zip(names, p)}})
     return rows
 
 
@@ -113,9 +137,9 @@ def write_rows(rows: list[dict], target: str, fmt: str | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
-        model, tokenizer, meta = load_classifier(opts["model"])
+        predictor = load_predictor(opts["model"])
         texts = read_texts(opts["input"], opts["text_column"])
-        rows = predict_texts(model, tokenizer, meta, texts, int(opts["batch_size"]))
+        rows = predict_texts(predictor, texts, int(opts["batch_size"]))
         write_rows(rows, opts["output"], opts["format"])
     except HateCompressError as exc:
         print(f"error: {exc}", file=sys.stderr)
