@@ -21,6 +21,7 @@ STEPS = [
     [PY, "bench/compression.py"],
     [PY, "bench/kd_throughput.py"],
     [PY, "bench/memory.py"],
+    [PY, "bench/latency_realistic.py"],
 ]
 
 

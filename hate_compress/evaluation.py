@@ -12,8 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from omegaconf import ListConfig
 
-from hate_compress.compress.measure import artifact_size_mb, count_parameters, measure_latency
+from hate_compress.compress.measure import (
+    artifact_size_mb,
+    count_parameters,
+    measure_latency_threads,
+)
 from hate_compress.metrics import classification_metrics
 from hate_compress.models.artifact import update_card
 from hate_compress.models.classifier import predict_logits
@@ -56,17 +61,32 @@ def example_batch(run: Run, trained: Trained, size: int = 32) -> dict[str, torch
 
 
 def footprint(run: Run, trained: Trained) -> dict[str, Any]:
-    """Parameters, size of the saved artifact and CPU latency."""
-    m = run.cfg.measure
-    values: dict[str, Any] = dict(count_parameters(trained.model))
+    """Parameters, size of the saved artifact and CPU latency (in the runtime the model ships
+    in: an ONNX artifact is timed through its ONNX Runtime session)."""
+    values: dict[str, Any] = dict(getattr(trained.model, "parameter_counts", None)
+                                  or count_parameters(trained.model))
     if trained.path is not None:
         values["size_mb"] = artifact_size_mb(trained.path)
-    if m.latency:
-        values.update(measure_latency(
-            trained.model, example_batch(run, trained, max(m.batch_sizes)),
-            batch_sizes=tuple(m.batch_sizes), runs=m.runs, warmup=m.warmup, threads=m.threads,
-        ))
+    values.update(latencies(run, trained))
     return values
+
+
+def latencies(run: Run, trained: Trained) -> dict[str, float]:
+    m = run.cfg.measure
+    if not m.latency:
+        return {}
+    threads = list(m.threads) if isinstance(m.threads, (list, ListConfig)) else int(m.threads)
+    return measure_latency_threads(
+        trained.model, example_batch(run, trained, max(m.batch_sizes)), threads,
+        batch_sizes=tuple(m.batch_sizes), runs=m.runs, warmup=m.warmup,
+    )
+
+
+def speedups(reference: dict[str, Any], values: dict[str, Any], name: str = "speedup") -> dict:
+    """`<name>_b1` (and `_b1_t2` ...) = reference latency / this latency, per measured key."""
+    return {f"{name}_b{key.split('_b', 1)[1]}": reference[key] / value
+            for key, value in values.items()
+            if key.startswith("latency_ms_b") and reference.get(key) and value}
 
 
 def relative_to_teacher(run: Run, values: dict[str, Any]) -> dict[str, Any]:
@@ -74,10 +94,7 @@ def relative_to_teacher(run: Run, values: dict[str, Any]) -> dict[str, Any]:
     teacher = run.metrics.get("teacher")
     if not teacher or teacher is values:
         return {}
-    rel: dict[str, Any] = {}
-    for key, value in values.items():
-        if key.startswith("latency_ms_b") and teacher.get(key) and value:
-            rel["speedup_b" + key.rsplit("_b", 1)[1]] = teacher[key] / value
+    rel: dict[str, Any] = speedups(teacher, values)
     if teacher.get("size_mb") and values.get("size_mb"):
         rel["size_reduction"] = teacher["size_mb"] / values["size_mb"]
     split = eval_splits(run)[-1]
@@ -102,11 +119,16 @@ def complete_card(directory: Path, metrics: dict) -> None:
             raise
 
 
-def measure_stage(run: Run, stage: str, trained: Trained, extra: dict | None = None) -> dict:
-    """Score and measure `trained`, store it under `stage` in metrics.json, return the values."""
+def measure_stage(run: Run, stage: str, trained: Trained, extra: dict | None = None,
+                  teacher_ort: dict | None = None) -> dict:
+    """Score and measure `trained`, store it under `stage` in metrics.json, return the values.
+
+    `teacher_ort` (latencies of the teacher exported to ONNX Runtime fp32) adds
+    `speedup_vs_teacher_ort_b*`: how much of the speedup is compression, not the runtime."""
     values, logits = score(run, trained, None if stage == "teacher" else run.teacher_logits)
     if stage == "teacher":
         run.teacher_logits = logits
+    values["runtime"] = getattr(trained.model, "runtime", "torch")
     # judged on dev, the split models are selected on (test is only reported)
     values["degenerate"] = bool(values["dev"]["degenerate"])
     if values["degenerate"]:
@@ -115,6 +137,9 @@ def measure_stage(run: Run, stage: str, trained: Trained, extra: dict | None = N
                     100 * values["dev"]["top_prediction_share"])
     values.update(footprint(run, trained))
     values.update(relative_to_teacher(run, values))
+    if teacher_ort:
+        values["teacher_ort"] = teacher_ort
+        values.update(speedups(teacher_ort, values, "speedup_vs_teacher_ort"))
     values.update(extra or {})
     values["artifact"] = str(trained.path) if trained.path else None
     run.record(stage, values)

@@ -1,11 +1,11 @@
 """Label texts with a saved model: `python -m hate_compress.predict model=<dir> input=<file or ->`.
 
-Input: a CSV/TSV/JSONL file with a text column, a .txt file or stdin with one text per line,
-read by the training reader (`hate_compress.data.reading.read_texts`): UTF-8 only, strict
-quoting, one-line errors naming the file and row, and one prediction per input row, checked.
+Input: a CSV/TSV/JSONL file with a text column, a .txt file or stdin with one text per line.
 Output (stdout or `output=<file>`): CSV or JSONL with the text, the predicted label(s) and one
 probability column per label. Works for every artifact the pipeline saves — teacher, student,
 pruned or quantized — because they all reload through `load_classifier` (safetensors only).
+A directory holding `model.onnx` runs with ONNX Runtime instead (`hate_compress.onnx_runtime`),
+and then torch, Lightning and Hydra are never imported: `load_predictor` picks the backend.
 """
 
 from __future__ import annotations
@@ -17,12 +17,8 @@ import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-import torch
-
 from hate_compress.data.reading import Texts, decode_bytes, read_texts, text_lines
 from hate_compress.errors import ConfigError, DataError, HateCompressError
-from hate_compress.metrics import predictions, probabilities
-from hate_compress.models.artifact import load_classifier
 
 USAGE = ("usage: python -m hate_compress.predict model=<dir> input=<file or -> "
          "[output=<file or ->] [format=csv|jsonl] [text_column=text] [batch_size=64]")
@@ -52,26 +48,24 @@ def read_input(source: str, text_column: str) -> Texts:
     return read_texts(source, text_column, option="text_column")
 
 
-def unknown_token_share(tokenizer, texts: Sequence[str], max_length: int) -> float | None:
+def unknown_token_share(predictor, texts: Sequence[str]) -> float | None:
     """Share of the tokens the model sees that are its unknown token (None if it has none).
 
     Text in a script the tokenizer never saw (Bengali on a German model) becomes all `[UNK]`:
     the predictions are then one constant guess, which looks like a result."""
-    unk = getattr(tokenizer, "unk_token_id", None)
+    ids, unk = predictor.token_ids(list(texts)), predictor.unk_token_id
     if unk is None:
         return None
-    ids = tokenizer(list(texts), add_special_tokens=False, truncation=True,
-                    max_length=max_length)["input_ids"]
     total = sum(len(seq) for seq in ids)
-    return sum(seq.count(unk) for seq in ids) / total if total else None
+    return sum(list(seq).count(unk) for seq in ids) / total if total else None
 
 
-def warn_unknown_tokens(tokenizer, meta: dict, texts: Texts) -> None:
-    share = unknown_token_share(tokenizer, texts.texts, meta.get("max_length", 128))
+def warn_unknown_tokens(predictor, texts: Texts) -> None:
+    share = unknown_token_share(predictor, texts.texts)
     if share is not None and share > UNKNOWN_SHARE:
         print(f"warning: {texts.source}: {share:.0%} of the tokens are unknown to the model's "
-              f"tokenizer ({tokenizer.unk_token}); is the text in the language the model was "
-              "trained on?", file=sys.stderr)
+              "tokenizer; is the text in the language the model was trained on?",
+              file=sys.stderr)
 
 
 def check_one_prediction_per_row(texts: Texts, rows: list[dict]) -> None:
@@ -84,23 +78,54 @@ def batched(items: list[str], size: int) -> Iterator[list[str]]:
         yield items[start : start + size]
 
 
-def predict_texts(model, tokenizer, meta: dict, texts: list[str], batch_size: int = 64):
+class TorchPredictor:
+    """Label scores from a saved torch artifact (safetensors + restorers)."""
+
+    runtime = "torch"
+
+    def __init__(self, directory: str):
+        from hate_compress.models.artifact import load_classifier
+
+        self.model, self.tokenizer, self.meta = load_classifier(directory)
+        self.unk_token_id = getattr(self.tokenizer, "unk_token_id", None)
+
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(texts, add_special_tokens=False, truncation=True,
+                              max_length=self.meta.get("max_length", 128))["input_ids"]
+
+    def scores(self, texts: list[str]) -> tuple[list, list]:
+        import torch
+
+        from hate_compress.metrics import predictions, probabilities
+
+        task = self.meta["task"]
+        enc = self.tokenizer(texts, truncation=True, max_length=self.meta.get("max_length", 128),
+                             padding=True, return_tensors="pt")
+        with torch.inference_mode():
+            logits = self.model(enc["input_ids"], enc["attention_mask"]).logits
+        return probabilities(logits, task).tolist(), predictions(logits, task).tolist()
+
+
+def load_predictor(directory: str):
+    """The backend a model directory needs: ONNX Runtime for `model.onnx`, else torch."""
+    from hate_compress.onnx_runtime import OnnxPredictor, is_onnx_dir
+
+    return OnnxPredictor(directory) if is_onnx_dir(directory) else TorchPredictor(directory)
+
+
+def predict_texts(predictor, texts: list[str], batch_size: int = 64):
     """Rows of {text, label, prob_<label>...}; the label is '|'-joined for multilabel."""
-    names, task = meta["label_names"], meta["task"]
+    names, task = predictor.meta["label_names"], predictor.meta["task"]
     rows = []
-    with torch.inference_mode():
-        for chunk in batched(texts, batch_size):
-            enc = tokenizer(chunk, truncation=True, max_length=meta.get("max_length", 128),
-                            padding=True, return_tensors="pt")
-            logits = model(enc["input_ids"], enc["attention_mask"]).logits
-            probs, preds = probabilities(logits, task), predictions(logits, task)
-            for text, p, y in zip(chunk, probs.tolist(), preds.tolist()):
-                if task == "multilabel":
-                    label = "|".join(n for n, on in zip(names, y) if on)
-                else:
-                    label = names[y]
-                rows.append({"text": text, "label": label,
-                             **{f"prob_{n}": round(v, 6) for n, v in zip(names, p)}})
+    for chunk in batched(texts, batch_size):
+        probs, preds = predictor.scores(chunk)
+        for text, p, y in zip(chunk, probs, preds):
+            if task == "multilabel":
+                label = "|".join(n for n, on in zip(names, y) if on)
+            else:
+                label = names[y]
+            rows.append({"text": text, "label": label,
+                         **{f"prob_{n}": round(v, 6) for n, v in zip(names, p)}})
     return rows
 
 
@@ -125,10 +150,10 @@ def write_rows(rows: list[dict], target: str, fmt: str | None) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = parse_args(sys.argv[1:] if argv is None else argv)
-        model, tokenizer, meta = load_classifier(opts["model"])
+        predictor = load_predictor(opts["model"])
         texts = read_input(opts["input"], opts["text_column"])
-        warn_unknown_tokens(tokenizer, meta, texts)
-        rows = predict_texts(model, tokenizer, meta, texts.texts, int(opts["batch_size"]))
+        warn_unknown_tokens(predictor, texts)
+        rows = predict_texts(predictor, texts.texts, int(opts["batch_size"]))
         check_one_prediction_per_row(texts, rows)
         write_rows(rows, opts["output"], opts["format"])
     except HateCompressError as exc:

@@ -12,6 +12,7 @@ STAGE_ORDER = ("teacher", "kd", "prune", "quant")
 
 COLUMNS = (
     ("stage", "stage"),
+    ("runtime", "runtime"),
     ("macro F1", "macro_f1"),
     ("hate F1", "hate_f1"),
     ("agreement", "agreement"),
@@ -23,6 +24,9 @@ COLUMNS = (
     ("latency b1 ms", "latency_ms_b1"),
     ("latency b32 ms", "latency_ms_b32"),
     ("speedup b1", "speedup_b1"),
+    ("speedup b32", "speedup_b32"),
+    # ONNX stages: against the teacher exported to ONNX Runtime fp32 (compression alone)
+    ("speedup b1 vs teacher ORT", "speedup_vs_teacher_ort_b1"),
 )
 
 

@@ -127,6 +127,8 @@ CASES = [
          ("quant.method='int3' is not one of",)),
     Case("quant_option_unknown", (*FULL, "+quant.options.bits=3"),
          ("quant.bits is not an option of quant.method='dynamic_int8'",)),
+    Case("quant_onnx_option_unknown", ("pipeline=full", "quant=onnx_int8", "+quant.options.bits=4"),
+         ("quant.bits is not an option of quant.method='onnx_int8'", "optimize", "per_channel")),
     Case("teacher_checkpoint_missing", ("teacher.checkpoint=/missing",),
          ("teacher.checkpoint=/missing", "no saved hate_compress model")),
     Case("max_length_zero", ("data.max_length=0",), ("data.max_length must be an integer >= 2",)),

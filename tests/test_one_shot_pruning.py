@@ -13,7 +13,7 @@ from safetensors import safe_open
 from hate_compress.app import make_data, run_pipeline
 from hate_compress.compress import pruning as P
 from hate_compress.models.artifact import ModelCard, load_classifier, save_classifier
-from hate_compress.predict import predict_texts
+from hate_compress.predict import load_predictor, predict_texts
 from tests.conftest import compose_cfg
 from tests.test_pruning import logits, make_batches, tiny_model
 
@@ -73,9 +73,8 @@ def test_one_shot_pipeline_saves_a_plain_reloadable_model(method, store, tmp_pat
         pruned_share = prune["pruning"]["prunable_params"] / prune["params_total"]
         assert prune["sparsity"] >= TARGET * pruned_share - 0.01
     # the reloaded model predicts what the stage measured before saving
-    model, tokenizer, meta = load_classifier(model_dir)
     data = make_data(cfg)
-    rows = predict_texts(model, tokenizer, meta, data.texts("dev"))
+    rows = predict_texts(load_predictor(model_dir), data.texts("dev"))
     gold = [data.label_names[y] for y in data.labels("dev")]
     accuracy = sum(r["label"] == g for r, g in zip(rows, gold, strict=True)) / len(gold)
     assert accuracy == pytest.approx(prune["dev"]["accuracy"], abs=1e-6)

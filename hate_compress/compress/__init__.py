@@ -4,4 +4,9 @@ Importing the package registers the restorers that let `load_classifier` rebuild
 quantized models from safetensors.
 """
 
-from hate_compress.compress import pruning, pruning_structured, quantization  # noqa: F401
+from hate_compress.compress import (  # noqa: F401
+    onnx_export,
+    pruning,
+    pruning_structured,
+    quantization,
+)

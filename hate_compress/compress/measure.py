@@ -128,7 +128,8 @@ def measure_latency(
 
     `example_inputs` is a tokenized batch of real texts (`input_ids`, `attention_mask`), because
     sequence length — not the vocabulary — drives the cost. Runs under `inference_mode` in eval
-    mode; thread count and training flag are restored afterwards even on error.
+    mode; thread count and training flag are restored afterwards even on error. A model that
+    runs outside torch (an ONNX Runtime session) gets its thread count through `use_threads`.
     """
     if runs < MIN_RUNS:
         raise ConfigError(f"measure.runs={runs}: need at least {MIN_RUNS} timed runs for a median")
@@ -137,6 +138,8 @@ def measure_latency(
     if not example_inputs or any(v.shape[0] == 0 for v in example_inputs.values()):
         raise ConfigError("measure: example_inputs must be a non-empty tokenized batch")
     previous_threads = torch.get_num_threads()
+    use_threads = getattr(model, "use_threads", None)
+    previous_runtime_threads = use_threads(int(threads)) if use_threads else None
     was_training = model.training
     results: dict[str, float] = {}
     try:
@@ -155,7 +158,29 @@ def measure_latency(
                 results[f"latency_ms_b{int(batch_size)}"] = statistics.median(times)
     finally:
         torch.set_num_threads(previous_threads)
+        if use_threads:
+            use_threads(previous_runtime_threads)
         model.train(was_training)
+    return results
+
+
+def thread_counts(threads) -> list[int]:
+    """`measure.threads` is one count or a list; the first is the headline (`latency_ms_b1`),
+    the others are reported as `latency_ms_b1_t<threads>`."""
+    counts = [threads] if isinstance(threads, int) else list(threads)
+    if not counts or any(not isinstance(t, int) or t < 1 for t in counts):
+        raise ConfigError(f"measure.threads={threads}: must be a thread count >= 1 or a list of them")
+    return counts
+
+
+def measure_latency_threads(model: nn.Module, example_inputs: Mapping[str, torch.Tensor], threads,
+                            **kwargs) -> dict[str, float]:
+    """`measure_latency` at every count in `threads` (see `thread_counts`)."""
+    results: dict[str, float] = {}
+    for i, count in enumerate(thread_counts(threads)):
+        suffix = "" if i == 0 else f"_t{count}"
+        for key, value in measure_latency(model, example_inputs, threads=count, **kwargs).items():
+            results[key + suffix] = value
     return results
 
 

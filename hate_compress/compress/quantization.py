@@ -214,6 +214,7 @@ class Quantizer:
     """One method: which options it takes, how it changes a model, and how to replay that."""
 
     name: ClassVar[str]
+    runtime: ClassVar[str] = "torch"  # what runs the quantized model (onnx_export: onnxruntime)
     options: ClassVar[dict[str, Any]] = {}  # accepted options and their defaults
     selects_linears: ClassVar[bool] = True  # False: the method acts on the whole model
 
@@ -505,25 +506,41 @@ class BF16(Cast):
     dtype = torch.bfloat16
 
 
-QUANTIZERS: dict[str, Quantizer] = {
-    q.name: q for q in (NoQuantization(), DynamicInt8(), StaticInt8(), NF4(), FP16(), BF16())
-}
+QUANTIZERS: dict[str, Quantizer] = {}
 
 
-def _register(q: Quantizer) -> None:
-    if q.name != "none":
+def register_quantizer(q: Quantizer) -> None:
+    """Make `q` selectable as `quant.method`; torch methods also get a restorer for reloading."""
+    QUANTIZERS[q.name] = q
+    if q.name != "none" and q.runtime == "torch":
         register_restorer(STEP_PREFIX + q.name,
                           Restorer(rebuild=q.rebuild, pack=pack_state, unpack=unpack_state))
 
 
-for _q in QUANTIZERS.values():
-    _register(_q)
+for _q in (NoQuantization(), DynamicInt8(), StaticInt8(), NF4(), FP16(), BF16()):
+    register_quantizer(_q)
 
 
 def get_quantizer(method: str) -> Quantizer:
     if method not in QUANTIZERS:
         raise ConfigError(f"quant.method={method!r} is not one of {sorted(QUANTIZERS)}")
     return QUANTIZERS[method]
+
+
+def checked_options(quantizer: Quantizer, method: str, options: Mapping[str, Any]) -> dict:
+    """The method's options with defaults filled in; unknown options are a ConfigError and a
+    method that cannot run here raises QuantizationUnavailable (so the stage is skipped)."""
+    unknown = sorted(set(options) - set(quantizer.options))
+    if unknown:
+        raise ConfigError(
+            f"quant.{unknown[0]} is not an option of quant.method={method!r} "
+            f"(options: {sorted(quantizer.options) or 'none'})"
+        )
+    if method != "none":
+        reason = quantizer.unavailable()
+        if reason is not None:
+            raise QuantizationUnavailable(f"quant.method={method}: {reason}")
+    return {**quantizer.options, **options}
 
 
 def quantize_model(
@@ -539,21 +556,12 @@ def quantize_model(
     QuantizationUnavailable when the method's library cannot run on this machine.
     """
     quantizer = get_quantizer(method)
-    unknown = sorted(set(options) - set(quantizer.options))
-    if unknown:
-        raise ConfigError(
-            f"quant.{unknown[0]} is not an option of quant.method={method!r} "
-            f"(options: {sorted(quantizer.options) or 'none'})"
-        )
+    opts = checked_options(quantizer, method, options)
     if method == "none":
         return model
     done = [s["kind"] for s in compression_log(model) if s["kind"].startswith(STEP_PREFIX)]
     if done:
         raise ConfigError(f"quant.method={method!r}: the model is already quantized ({done[0]})")
-    reason = quantizer.unavailable()
-    if reason is not None:
-        raise QuantizationUnavailable(f"quant.method={method}: {reason}")
-    opts = {**quantizer.options, **options}
     calibration = list(calibration_batches) if calibration_batches is not None else None
     targets = (linear_targets(model, bool(opts.get("include_head", False)))
                if quantizer.selects_linears else [])
@@ -575,6 +583,6 @@ def activation_scales(model: nn.Module) -> dict[str, float]:
 
 __all__: list[str] = [
     "QUANTIZERS", "QuantizationUnavailable", "Quantizer", "activation_scales",
-    "calibrate_activation_scales", "get_quantizer", "linear_targets", "pack_state",
+    "calibrate_activation_scales", "checked_options", "get_quantizer", "register_quantizer", "linear_targets", "pack_state",
     "quantize_model", "unpack_state",
 ]

@@ -122,7 +122,7 @@ def save_classifier(model: HateClassifier, directory: str | Path, tokenizer, car
     model.encoder.config.save_pretrained(str(directory))
     if tokenizer is not None:
         tokenizer.save_pretrained(str(directory))
-    meta = {
+    write_card(directory, {
         "format_version": FORMAT_VERSION,
         "head": model.head_config,
         "compression": compression_log(model),
@@ -132,10 +132,15 @@ def save_classifier(model: HateClassifier, directory: str | Path, tokenizer, car
         "max_length": card.max_length,
         "metrics": card.metrics,
         **card.extra,
-    }
+    })
+    return directory
+
+
+def write_card(directory: str | Path, meta: dict) -> None:
+    """hate_compress.json and the README model card (shared by torch and ONNX artifacts)."""
+    directory = Path(directory)
     (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
     (directory / "README.md").write_text(_model_card_markdown(meta))
-    return directory
 
 
 def _model_card_markdown(meta: dict) -> str:
@@ -168,8 +173,7 @@ def update_card(directory: str | Path, metrics: dict[str, Any]) -> None:
     directory = Path(directory)
     meta = read_meta(directory)
     meta["metrics"] = metrics
-    (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
-    (directory / "README.md").write_text(_model_card_markdown(meta))
+    write_card(directory, meta)
 
 
 def read_meta(directory: str | Path) -> dict:
@@ -184,6 +188,9 @@ def load_classifier(directory: str | Path, with_tokenizer: bool = True):
     directory = Path(directory)
     meta = read_meta(directory)
     weights = directory / WEIGHTS_FILE
+    if meta.get("format") == "onnx":
+        raise ModelLoadError(f"{directory}: an ONNX Runtime model (model.onnx), not a torch one; "
+                             "load it with hate_compress.onnx_runtime.OnnxPredictor")
     if not weights.exists():
         raise ModelLoadError(f"{weights}: missing weights file")
     config = AutoConfig.from_pretrained(str(directory), local_files_only=True)

@@ -11,7 +11,12 @@ import itertools
 import logging
 
 from hate_compress.compress.pruning import PruningCallback, prune_model, sparsity_report
-from hate_compress.compress.quantization import QuantizationUnavailable, quantize_model
+from hate_compress.compress.quantization import (
+    QuantizationUnavailable,
+    checked_options,
+    get_quantizer,
+    quantize_model,
+)
 from hate_compress.errors import ConfigError
 from hate_compress.evaluation import measure_stage
 from hate_compress.run import Run, Trained, register_stage
@@ -84,6 +89,15 @@ def quant_stage(run: Run) -> None:
     cfg = run.cfg.quant
     if cfg.method == "none":
         return skip(run, "quant", "quant=none")
+    quantizer = get_quantizer(cfg.method)
+    if quantizer.runtime == "onnxruntime":
+        try:
+            checked_options(quantizer, cfg.method, plain(cfg.get("options") or {}))
+        except QuantizationUnavailable as exc:
+            return skip(run, "quant", str(exc))
+        from hate_compress.stages.onnx import onnx_quant_stage
+
+        return onnx_quant_stage(run)
     trained = working_copy(run, "quantized")
     batches = itertools.islice(iter(run.data.dataloader("train")), int(cfg.calibration_batches))
     try:
