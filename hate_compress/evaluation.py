@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from hate_compress.analysis.per_stage import analyse_stage
 from hate_compress.compress.measure import artifact_size_mb, count_parameters, measure_latency
 from hate_compress.metrics import classification_metrics
 from hate_compress.models.artifact import update_card
@@ -93,6 +94,7 @@ def measure_stage(run: Run, stage: str, trained: Trained, extra: dict | None = N
         run.teacher_logits = logits
     values.update(footprint(run, trained))
     values.update(relative_to_teacher(run, values))
+    values.update(analyse_stage(run, stage, trained, values, logits, eval_splits(run)[-1]))
     values.update(extra or {})
     values["artifact"] = str(trained.path) if trained.path else None
     run.record(stage, values)
