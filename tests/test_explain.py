@@ -190,3 +190,16 @@ def test_banglamultihate_keeps_to_whom(shared_data, monkeypatch):
     meta = data.meta("test")["to_whom"]
     assert len(meta) == data.split_sizes["test"]
     assert {"Individual", "None"} <= set(meta)
+
+
+def test_classes_to_explain_and_seeded_sample():
+    from hate_compress.analysis.per_stage import classes_to_explain, sample_positions
+
+    logits = torch.tensor([[2.0, -1.0, 3.0], [-2.0, -1.0, -3.0]])
+    assert classes_to_explain(logits, "multiclass") == [[2], [1]]
+    # multilabel: every active label; none active -> the most probable one
+    assert classes_to_explain(logits, "multilabel") == [[0, 2], [1]]
+    assert sample_positions(10, 20, 0) == list(range(10))
+    picked = sample_positions(1000, 5, 42)
+    assert picked == sample_positions(1000, 5, 42) == sorted(picked) and len(set(picked)) == 5
+    assert picked != sample_positions(1000, 5, 43)
