@@ -144,6 +144,7 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
     table = summary_table(run.metrics)
     with writing(run_dir / "summary.md", OUTPUT_KEY):
         (run_dir / "summary.md").write_text(table + "\n")
+    write_html_report(run_dir, run.metrics)
     print("\n" + table + "\n", flush=True)
     print(f"metrics: {run_dir / 'metrics.json'}", flush=True)
     return run.metrics
@@ -161,6 +162,17 @@ def record_status(run_dir: Path | None, status: str, **extra) -> None:
         path.write_text(json.dumps(metrics, indent=2, default=str))
     except (OSError, ValueError) as exc:
         log.warning("could not record status %s in %s: %s", status, path, exc)
+
+
+def write_html_report(run_dir: Path, metrics: dict) -> None:
+    """report.html beside summary.md; a by-product, so a plotting problem is a warning, not a
+    failed run whose metrics are all written already."""
+    from hate_compress.analysis.html_report import run_report_html
+
+    try:
+        log.info("report: %s", run_report_html(run_dir, metrics))
+    except Exception as exc:  # noqa: BLE001 - the run itself succeeded
+        log.warning("report.html not written: %s: %s", type(exc).__name__, exc)
 
 
 def fail(message: str, run_dir: Path | None, multirun: bool) -> None:

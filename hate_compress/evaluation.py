@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from omegaconf import ListConfig
 
+from hate_compress.analysis.per_stage import analyse_stage
 from hate_compress.compress.measure import (
     artifact_size_mb,
     count_parameters,
@@ -140,6 +141,7 @@ def measure_stage(run: Run, stage: str, trained: Trained, extra: dict | None = N
     if teacher_ort:
         values["teacher_ort"] = teacher_ort
         values.update(speedups(teacher_ort, values, "speedup_vs_teacher_ort"))
+    values.update(analyse_stage(run, stage, trained, values, logits, eval_splits(run)[-1]))
     values.update(extra or {})
     values["artifact"] = str(trained.path) if trained.path else None
     run.record(stage, values)

@@ -50,9 +50,16 @@ TABLE = [
     ("model", "label"), ("kd", "kd"), ("stage", "stage"), ("status", "status"),
     ("degenerate", "degenerate"), ("macro F1", "macro_f1"), ("dev macro F1", "dev_macro_f1"), ("hate F1", "hate_f1"), ("speedup b1", "speedup_b1"),
     ("size MB", "size_mb"), ("agreement", "agreement"), ("latency b1 ms", "latency_ms_b1"),
-    ("latency b32 ms", "latency_ms_b32"), ("F1 retention", "f1_retention"), ("cell", "cell"),
+    ("latency b32 ms", "latency_ms_b32"), ("F1 retention", "f1_retention"),
+    ("expl. cosine", "explain_cosine"), ("flip rate", "flip_rate_lost"), ("cell", "cell"),
     ("error", "error"),
 ]
+
+# what compression changed (hate_compress/analysis): explanation similarity vs the teacher
+# (mean/std over the explained dev examples) and the share of teacher-right examples lost
+ANALYSIS_KEYS = ["explain_cosine", "explain_cosine_std", "explain_top5", "explain_top5_std",
+                 "explain_via", "flip_rate_lost", "flip_rate_gained"]
+CSV_COLUMNS += ANALYSIS_KEYS
 
 PLOTS = {
     "pareto_size": "pareto_f1_vs_size.png",
@@ -170,7 +177,21 @@ def stage_values(values: dict, split: str, teacher: dict | None) -> dict[str, An
         t_f1 = teacher.get(used, {}).get("macro_f1")
         row["f1_retention"] = row["macro_f1"] / t_f1 if t_f1 and row["macro_f1"] is not None else None
     row["artifact"] = values.get("artifact")
+    row.update(analysis_values(values))
     return row
+
+
+def analysis_values(values: dict) -> dict[str, Any]:
+    explain = values.get("explain") or {}
+    forgot = values.get("forgetting") or {}
+    ok = explain.get("status") == "ok"
+    return {"explain_cosine": explain.get("cosine_mean") if ok else None,
+            "explain_cosine_std": explain.get("cosine_std") if ok else None,
+            "explain_top5": explain.get("top5_overlap_mean") if ok else None,
+            "explain_top5_std": explain.get("top5_overlap_std") if ok else None,
+            "explain_via": explain.get("explained_via") if ok else explain.get("reason"),
+            "flip_rate_lost": forgot.get("flip_rate_lost"),
+            "flip_rate_gained": forgot.get("flip_rate_gained")}
 
 
 def _done(metrics: dict, stage: str) -> bool:
@@ -456,7 +477,14 @@ def write_report(root: str | Path, out: str | Path | None = None, f1_floor: floa
         written = draw_all(rows, out, PLOTS)
     recs = recommend(rows, f1_floor)
     (out / "report.md").write_text(markdown(rows, recs, root, written, f1_floor))
+    html_path = None
+    if plots:
+        from hate_compress.analysis.html_report import sweep_report_html
+
+        cells = {c["cell"]: c["metrics"] for c in (load_cell(p, root) for p in find_cells(root))}
+        html_path = sweep_report_html(out, rows, recs, TABLE, written, cells)
     return {"rows": rows, "recommendations": recs, "report": out / "report.md",
+            "html": html_path,
             "csv": out / "report.csv", "plots": {k: out / v for k, v in written.items()}}
 
 

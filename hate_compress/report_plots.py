@@ -178,3 +178,28 @@ def draw_all(rows: list[Mapping], out: Path, files: Mapping[str, str]) -> dict[s
         fig.savefig(Path(out) / files[name], dpi=110)
         written[name] = files[name]
     return written
+
+
+def plot_class_change(ax, changes: Mapping[str, Mapping[str, float]]) -> None:
+    """Grouped bars of per-class F1 change vs the teacher, one colour per stage (or cell): the
+    classes a compressed model forgets stand out as long bars below zero."""
+    import numpy as np
+
+    series = {name: dict(values) for name, values in changes.items() if values}
+    classes = list(dict.fromkeys(c for values in series.values() for c in values))
+    ax.axhline(0.0, color="black", linewidth=0.8)
+    ax.set_ylabel("F1 change vs teacher")
+    ax.set_title("per-class F1 change vs teacher")
+    if not classes:
+        ax.text(0.5, 0.5, "no per-class F1 change recorded", ha="center", va="center",
+                transform=ax.transAxes)
+        return
+    width = 0.8 / len(series)
+    x = np.arange(len(classes))
+    for k, (name, values) in enumerate(series.items()):
+        heights = [values.get(c, np.nan) for c in classes]
+        ax.bar(x - 0.4 + width * (k + 0.5), heights, width, label=name)
+    ax.set_xticks(x, classes, rotation=30 if len(classes) > 4 else 0, ha="right"
+                  if len(classes) > 4 else "center")
+    ax.grid(True, axis="y", alpha=0.3)
+    ax.legend(fontsize=7, loc="best")

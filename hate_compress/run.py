@@ -31,6 +31,9 @@ class Trained:
     tokenizer: Any
     key: str  # which tokenization in batch["inputs"] this model reads
     path: Path | None = None  # saved artifact directory
+    # the fp32 model this one was quantized from: explanations go through it when this one
+    # cannot be differentiated
+    source: Trained | None = None
 
 
 @dataclass
@@ -45,6 +48,7 @@ class Run:
     # extra Lightning callbacks per training stage (e.g. {"kd": [optuna pruning callback]})
     callbacks: dict[str, list] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    analysis: dict[str, Any] = field(default_factory=dict)  # state shared by hate_compress.analysis
 
     def stage_dir(self, name: str) -> Path:
         path = self.run_dir / name

@@ -29,6 +29,36 @@ COLUMNS = (
     ("speedup b1 vs teacher ORT", "speedup_vs_teacher_ort_b1"),
 )
 
+# what compression changed (hate_compress/analysis): shown when a stage has the numbers
+ANALYSIS_COLUMNS = (
+    ("expl. cosine", "explain_cosine"),
+    ("expl. top-5 overlap", "explain_top5"),
+    ("flip rate (teacher right -> wrong)", "flip_rate_lost"),
+)
+
+
+def mean_std(explain: dict, key: str) -> str | None:
+    """"0.8123 ± 0.0400" for a compared stage, "n/a (reason)" when it could not be explained,
+    "(reference)" for the teacher, None when explanation was off; "via ..." when the numbers
+    come from the fp32 model a quantized one was made from."""
+    status = explain.get("status")
+    if status == "reference":
+        return "(reference)"
+    if status == "n/a":
+        return f"n/a ({explain.get('reason', 'not explainable')})"
+    if explain.get(f"{key}_mean") is None:
+        return "n/a (no comparable example)" if status == "ok" else None
+    text = f"{explain[f'{key}_mean']:.4f} ± {explain[f'{key}_std']:.4f}"
+    via = explain.get("explained_via")
+    return f"{text} (via {via})" if via and status == "ok" and "fp32 source" in via else text
+
+
+def analysis_cells(values: dict) -> dict[str, Any]:
+    explain = values.get("explain") or {}
+    return {"explain_cosine": mean_std(explain, "cosine") if explain else None,
+            "explain_top5": mean_std(explain, "top5_overlap") if explain else None,
+            "flip_rate_lost": (values.get("forgetting") or {}).get("flip_rate_lost")}
+
 
 def eval_split(values: dict) -> str:
     return "test" if "test" in values else "dev"
@@ -42,6 +72,7 @@ def stage_row(stage: str, values: dict) -> dict[str, Any]:
     row = {"stage": f"{stage} (DEGENERATE)" if values.get("degenerate") else stage}
     for _, key in COLUMNS[1:]:
         row[key] = quality.get(key, values.get(key))
+    row.update(analysis_cells(values))
     return row
 
 
@@ -57,13 +88,20 @@ def fmt(value: Any) -> str:
     return str(value)
 
 
+def table_columns(rows: list[dict]) -> tuple:
+    """COLUMNS, plus the analysis columns some stage has a value for."""
+    extra = tuple(c for c in ANALYSIS_COLUMNS if any(r.get(c[1]) is not None for r in rows))
+    return COLUMNS + extra
+
+
 def summary_table(metrics: dict) -> str:
     rows = [stage_row(s, metrics[s]) for s in STAGE_ORDER if s in metrics]
     split = next((eval_split(metrics[s]) for s in STAGE_ORDER if s in metrics), "dev")
-    header = "| " + " | ".join(name for name, _ in COLUMNS) + " |"
-    lines = [f"quality on {split}", "", header, "|" + "---|" * len(COLUMNS)]
+    columns = table_columns(rows)
+    header = "| " + " | ".join(name for name, _ in columns) + " |"
+    lines = [f"quality on {split}", "", header, "|" + "---|" * len(columns)]
     for row in rows:
-        lines.append("| " + " | ".join(fmt(row.get(key)) for _, key in COLUMNS) + " |")
+        lines.append("| " + " | ".join(fmt(row.get(key)) for _, key in columns) + " |")
     for stage in STAGE_ORDER:
         values = metrics.get(stage)
         if isinstance(values, dict) and values.get("degenerate"):

@@ -89,6 +89,20 @@ def validate_config(cfg: DictConfig) -> None:
     if "kd" in stages:
         _check_backbone(cfg.student.backbone, "student")
     _check_trainer(cfg)
+    _check_explain(cfg.get("measure"))
+
+
+def _check_explain(measure) -> None:
+    """measure.explain_n / explain_steps: whole numbers a run can use (checked even when
+    explain is off, so switching it on later does not fail after training)."""
+    if measure is None:
+        return
+    if not isinstance(measure.get("explain", False), bool):
+        raise ConfigError(f"measure.explain={measure.get('explain')!r} must be true or false")
+    for key, low in (("explain_n", 1), ("explain_steps", 2)):
+        value = measure.get(key, low)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"measure.{key}={value!r} must be a whole number >= {low}")
 
 
 def _check_known_keys(cfg: DictConfig) -> None:

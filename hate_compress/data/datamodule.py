@@ -65,6 +65,7 @@ class HateDataModule(pl.LightningDataModule):
         strip_labels: bool = True,
         binary_from: Mapping[str, Any] | None = None,
         multilabel_from: Mapping[str, Any] | None = None,
+        meta_columns: Sequence[str] | None = None,
         dev_size: float = 0.1,
         test_size: float | int | None = None,
         split_seed: int = 42,
@@ -80,6 +81,7 @@ class HateDataModule(pl.LightningDataModule):
             label_delimiter=label_delimiter, label_names=label_names, positive_label=positive_label,
             strip_labels=strip_labels, binary_from=dict(binary_from) if binary_from is not None else None,
             multilabel_from=dict(multilabel_from) if multilabel_from is not None else None,
+            meta_columns=meta_columns,
         )
         if format not in FORMATS:
             raise ConfigError(f"data.format must be one of {', '.join(FORMATS)}, got {format!r}")
@@ -191,6 +193,10 @@ class HateDataModule(pl.LightningDataModule):
 
     def labels(self, split: str) -> np.ndarray:
         return self.split(split).labels
+
+    def meta(self, split: str) -> dict[str, list[str]]:
+        """`data.meta_columns` of one split, per example (empty when none are configured)."""
+        return self.split(split).meta
 
     @property
     def has_test(self) -> bool:

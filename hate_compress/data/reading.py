@@ -35,7 +35,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +72,7 @@ class LabeledTexts:
     rows: list[int]
     label_names: list[str]
     task: str
+    meta: dict[str, list[str]] = field(default_factory=dict)  # data.meta_columns, per example
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -97,7 +98,8 @@ class LabeledTexts:
         """Examples at `positions` (in that order), e.g. one side of a train/dev split."""
         pos = np.asarray(positions, dtype=np.int64)
         return replace(self, texts=[self.texts[i] for i in pos], labels=self.labels[pos],
-                       rows=[self.rows[i] for i in pos])
+                       rows=[self.rows[i] for i in pos],
+                       meta={k: [v[i] for i in pos] for k, v in self.meta.items()})
 
     def relabel(self, names: Sequence[str]) -> LabeledTexts:
         """Re-encode labels against another class order (a dev file's names → the train names).
@@ -133,7 +135,8 @@ class _Columns:
         labels = ("data.label_columns" if schema.label_columns else
                   "data.multilabel_from.columns" if schema.multilabel_from else "data.label_column")
         return cls({schema.text_column: "data.text_column",
-                    **{c: labels for c in schema.required_columns[1:]}})
+                    **{c: labels for c in schema.required_columns[1:]},
+                    **{c: "data.meta_columns" for c in schema.extra_meta_columns}})
 
 
 @dataclass
@@ -521,7 +524,8 @@ class _Extractor:
             names, labels = self._delimited(cells)
         else:
             names, labels = self._single(cells)
-        return LabeledTexts(self.path, texts, labels, rows, names, s.task)
+        meta = {col: [rec[col] for _, rec in cells] for col in s.meta_columns}
+        return LabeledTexts(self.path, texts, labels, rows, names, s.task, meta)
 
     def _cell(self, row: int, col: str, value: str) -> str:
         if not value.strip():

@@ -81,9 +81,15 @@ class DataSchema:
     strip_labels: bool = True
     binary_from: dict[str, Any] | None = None
     multilabel_from: dict[str, Any] | None = None
+    # columns kept per example as metadata, not labels (e.g. BanglaMultiHate's `to_whom`), so a
+    # report can ask how a compressed model does per target group
+    meta_columns: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.label_columns = _as_list(self.label_columns, "label_columns")
+        self.meta_columns = _as_list(self.meta_columns, "meta_columns") or []
+        if self.text_column in self.meta_columns:
+            raise ConfigError(f"data.meta_columns contains the text column {self.text_column!r}")
         self.label_names = _as_list(self.label_names, "label_names")
         self._check_task()
         self._check_columns()
@@ -225,12 +231,21 @@ class DataSchema:
 
     @property
     def required_columns(self) -> list[str]:
-        """Columns that must exist in every split file."""
+        """Columns that must exist in every split file (text, labels, then metadata)."""
+        return self._text_and_label_columns + self.extra_meta_columns
+
+    @property
+    def _text_and_label_columns(self) -> list[str]:
         if self.label_columns:
             return [self.text_column, *self.label_columns]
         if self.multilabel_from:
             return [self.text_column, *self.multilabel_from["columns"]]
         return [self.text_column, self.label_column]
+
+    @property
+    def extra_meta_columns(self) -> list[str]:
+        """Metadata columns that are not also the text or a label column."""
+        return [c for c in self.meta_columns if c not in self._text_and_label_columns]
 
     def default_positive_index(self, names: Sequence[str]) -> int:
         """Index of the class whose F1 is reported for a binary task.

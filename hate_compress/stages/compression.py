@@ -99,6 +99,7 @@ def quant_stage(run: Run) -> None:
 
         return onnx_quant_stage(run)
     trained = working_copy(run, "quantized")
+    trained.source = run.current  # int8 kernels have no gradients: explain through this one
     batches = itertools.islice(iter(run.data.dataloader("train")), int(cfg.calibration_batches))
     try:
         quantize_model(trained.model, cfg.method, calibration_batches=batches,
