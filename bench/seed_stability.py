@@ -68,6 +68,9 @@ def collect(sweep_dirs: list[Path]) -> dict[int, dict]:
     rows: dict[int, dict] = {}
     for path in sorted(p for d in sweep_dirs for p in d.glob("*/metrics.json")):
         metrics = json.loads(path.read_text())
+        if metrics.get("run", {}).get("status") == "running":  # unfinished or killed: not a result
+            print(f"skipped unfinished cell {path.parent}", file=sys.stderr)
+            continue
         if metrics.get("run", {}).get("status") != "ok":
             raise SystemExit(f"{path}: cell failed: {metrics.get('run', {}).get('error')}")
         kd = metrics["kd"]

@@ -73,6 +73,8 @@ def test_failed_cell_or_missing_seed_stops_the_table(tmp_path):
     write_cell(tmp_path, 0, 1, 0.8, 0.8)
     with pytest.raises(SystemExit, match="no finished run for seed"):
         bench.stability(bench.collect([tmp_path]), [1, 2], None, 0.02)
-    write_cell(tmp_path, 1, 2, 0.8, 0.8, status="failed")
+    write_cell(tmp_path, 1, 2, 0.8, 0.8, status="running")  # unfinished: skipped, not a result
+    assert sorted(bench.collect([tmp_path])) == [1]
+    write_cell(tmp_path, 2, 2, 0.8, 0.8, status="failed")
     with pytest.raises(SystemExit, match="cell failed"):
         bench.collect([tmp_path])
