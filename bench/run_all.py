@@ -16,6 +16,8 @@ PY = sys.executable
 STEPS = [
     [PY, "bench/kd_table.py", "--data", "germeval_coarse"],
     [PY, "bench/kd_table.py", "--data", "bengali_hate_v2"],
+    [PY, "bench/seed_stability.py", "--data", "bengali_hate_v2"],
+    [PY, "bench/seed_stability.py", "--data", "germeval_coarse"],
     [PY, "-m", "hate_compress", "experiment=kd_matrix_tiny", "hydra.sweep.dir=bench/results/kd_matrix_tiny"],
     [PY, "-m", "hate_compress.temperature", "run_name=bench_temperature"],
     [PY, "bench/compression.py"],
