@@ -151,6 +151,16 @@ def frozen_parameters(model: nn.Module):
             param.requires_grad_(flag)
 
 
+def quantized_parameter(model: nn.Module) -> str | None:
+    """Name of the first parameter stored in a quantized form (a tensor subclass such as
+    torchao's int8 tensors, or an integer/4-bit dtype), None for a plain float model."""
+    for name, param in model.named_parameters():
+        data = param.data
+        if type(data) is not torch.Tensor or not data.is_floating_point():
+            return f"{name}: {type(data).__name__}"
+    return None
+
+
 def check_gradient_flow(model: nn.Module, input_ids: torch.Tensor, mask: torch.Tensor,
                         word_positions: torch.Tensor) -> None:
     """Raise `NotExplainable` unless the logits have a non-zero gradient w.r.t. the embeddings
@@ -160,6 +170,11 @@ def check_gradient_flow(model: nn.Module, input_ids: torch.Tensor, mask: torch.T
     keeps a gradient, so Captum returns word attributions that are all exactly zero, which would
     read as "no word mattered". One probe pass catches that up front.
     """
+    quantized = quantized_parameter(model)
+    if quantized is not None:
+        # a zero-gradient probe is not enough: with mean pooling the residual path still carries
+        # a (wrong) gradient to every word while the quantized matmuls carry none
+        raise NotExplainable(f"no gradient through quantized weights ({quantized})")
     captured: list[torch.Tensor] = []
 
     def as_leaf(module, inputs, output):
