@@ -100,7 +100,7 @@ class OnnxPredictor:
         self.task = self.meta["task"]
         self.tokenizer = load_tokenizer(directory, self.meta.get("max_length", 128))
         self.session = make_session(directory / ONNX_FILE, threads)
-        unk = getattr(self.tokenizer.model, "unk_token", None)
+        unk = self.unk_token = getattr(self.tokenizer.model, "unk_token", None)
         self.unk_token_id = self.tokenizer.token_to_id(unk) if unk else None
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:

@@ -64,7 +64,7 @@ def warn_unknown_tokens(predictor, texts: Texts) -> None:
     share = unknown_token_share(predictor, texts.texts)
     if share is not None and share > UNKNOWN_SHARE:
         print(f"warning: {texts.source}: {share:.0%} of the tokens are unknown to the model's "
-              "tokenizer; is the text in the language the model was trained on?",
+              f"tokenizer ({predictor.unk_token}); is the text in the language the model was trained on?",
               file=sys.stderr)
 
 
@@ -88,6 +88,7 @@ class TorchPredictor:
 
         self.model, self.tokenizer, self.meta = load_classifier(directory)
         self.unk_token_id = getattr(self.tokenizer, "unk_token_id", None)
+        self.unk_token = getattr(self.tokenizer, "unk_token", None)
 
     def token_ids(self, texts: list[str]) -> list[list[int]]:
         return self.tokenizer(texts, add_special_tokens=False, truncation=True,

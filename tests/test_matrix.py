@@ -118,6 +118,12 @@ def test_tiny_matrix_end_to_end(tmp_path):
         for key in ("speedup_b1", "size_mb", "latency_ms_b1", "latency_ms_b4", "f1_retention"):
             assert row[key] == kd[key], key
     md = (sweep / "report.md").read_text()
-    assert "Fastest with macro F1 >= 0.1: **" in md and "4 cells (4 ok, 0 not ok)" in md
+    assert "4 cells (4 ok, 0 not ok)" in md
+    # tiny models may collapse to one class: those are listed as degenerate, never recommended
+    degenerate = {r["cell"] for r in students.values() if r.get("degenerate")}
+    if len(degenerate) < len(students):
+        assert "Fastest with dev macro F1 >= 0.1: **" in md
+    if degenerate:
+        assert "## Degenerate models" in md
     for name in PLOTS.values():
         assert (sweep / name).stat().st_size > 2000

@@ -57,7 +57,7 @@ def test_notebook_runs_on_a_sweep_report(sweep, kernel, tmp_path, monkeypatch): 
     assert len(images) >= 2  # the Pareto pair and the heatmap pair
     text = "".join(o.get("text", "") for o in outputs if o.output_type == "stream")
     assert "4 cells, 2 teachers" in text
-    assert "Fastest with macro F1 >= 0.6: gbert→mdistilbert (cell 1)" in text
+    assert "Fastest with dev macro F1 >= 0.6: gbert→mdistilbert (cell 1)" in text
     html = "".join(o.get("data", {}).get("text/html", "") for o in outputs)
     assert "training diverged" in html  # the failed cell is listed
 

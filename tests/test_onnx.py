@@ -4,6 +4,7 @@ Lightning/Hydra, and one-line refusals for models that cannot be exported."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -140,7 +141,7 @@ def test_onnx_int8_stage_parity_and_metrics(onnx_run):
     # the teacher's ONNX reference is cached by its weights
     assert len(list((tmp / "cache" / "onnx_teacher").glob("*/model.onnx"))) == 1
     table = summary_table(metrics)
-    assert "| runtime |" in table and "| quant | onnxruntime |" in table
+    assert "| runtime |" in table and re.search(r"\| quant( \(DEGENERATE\))? \| onnxruntime \|", table)
 
 
 def test_onnx_artifact_layout_and_provenance(onnx_run):
