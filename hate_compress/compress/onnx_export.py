@@ -99,7 +99,9 @@ def export_onnx(model: nn.Module, path: str | Path, example: Mapping[str, torch.
     was_training = model.training
     model.eval()
     try:
-        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # onnxscript's optimizer logs every rewrite at INFO (~100 lines per export)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
+                quiet_logs("onnxscript", "onnx_ir", level=logging.WARNING):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 _LogitsOnly(model).eval(), args, dynamo=True, input_names=list(INPUT_NAMES),
@@ -133,15 +135,22 @@ def optimize_for_transformers(src: Path, dst: Path, model: nn.Module) -> dict[st
 
 
 @contextlib.contextmanager
-def quiet_quantizer():
-    """ORT's quantizer logs advice and per-LayerNorm notes on the root logger at WARNING."""
-    root = logging.getLogger()
-    level = root.level
-    root.setLevel(logging.ERROR)
+def quiet_logs(*names: str, level: int = logging.ERROR):
+    """Raise the level of the named loggers ("" = root) for the duration of one call."""
+    loggers = [logging.getLogger(name or None) for name in names]
+    previous = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(level)
     try:
         yield
     finally:
-        root.setLevel(level)
+        for logger, old in zip(loggers, previous):
+            logger.setLevel(old)
+
+
+def quiet_quantizer():
+    """ORT's quantizer logs advice and per-LayerNorm notes on the root logger at WARNING."""
+    return quiet_logs("")
 
 
 def _quant_extra_options() -> dict:
