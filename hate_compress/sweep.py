@@ -352,14 +352,29 @@ def make_storage(cfg: DictConfig, search: Search) -> optuna.storages.BaseStorage
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         try:
+            return open_rdb(url, engine_kwargs, search)
+        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ConfigError(f"{where}: cannot open the storage ({first})") from None
+
+
+def open_rdb(url: str, engine_kwargs: dict, search: Search) -> optuna.storages.RDBStorage:
+    """Workers started together on an empty database race to create Optuna's schema; the loser
+    sees a duplicate type or table (IntegrityError) although the schema now exists: retry."""
+    import sqlalchemy.exc
+
+    for attempt in range(3):
+        try:
             return optuna.storages.RDBStorage(
                 url, engine_kwargs=engine_kwargs,
                 heartbeat_interval=search.heartbeat_interval, grace_period=search.grace_period,
                 heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(search.max_retry),
             )
-        except (sqlalchemy.exc.SQLAlchemyError, ImportError, ValueError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ConfigError(f"{where}: cannot open the storage ({first})") from None
+        except sqlalchemy.exc.IntegrityError:
+            if attempt == 2:
+                raise
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
 
 
 class TrialSeededTPESampler(optuna.samplers.TPESampler):
