@@ -368,7 +368,7 @@ def _teacher_first_loss(self, batch, split):
     """`ClassifierModule._loss` with the two forwards swapped: the teacher (no grad, eval mode:
     draws no random numbers, so the student's dropout masks and results are unchanged) runs
     before the student, whose saved activations then go straight into backward."""
-    from hate_compress.kd.outputs import LossContext
+    from hate_compress.kd.context import LossContext
 
     teacher = self.teacher_source.outputs(batch, split) if self.teacher_source else None
     student = self.student_outputs(batch)

@@ -1,11 +1,11 @@
 """A plain PyTorch KD training loop, written the way a user's own script does it (no Lightning).
 
-This is the baseline the framework has to match: the walkthrough's `DistillationTrainer.train_step`
-(research_distillation_walkthrough.md, Section 6) for single-label logit KD, minus AMP (CPU, fp32):
+This is the baseline the framework has to match: the usual hand-written `train_step` of a KD
+script for single-label logit KD, without AMP (CPU, fp32):
 teacher forward every step under `no_grad`, student forward,
 `alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * CE(class weights)`, `zero_grad`,
 `backward`, `clip_grad_norm_`, AdamW step, linear warm-up schedule, and the per-step `.item()`s
-the walkthrough returns for logging. Texts are tokenized once up front and padded to a fixed
+such a script returns for logging. Texts are tokenized once up front and padded to a fixed
 `max_length`, as hand-written scripts usually do (`padding="max_length"`).
 
 Standalone: ``python bench/plain_kd_loop.py --steps 60`` prints its samples/s with the same tiny

@@ -16,7 +16,10 @@ from hate_compress.cli import CONF_DIR, check_args
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> float | None:
-    from hate_compress.app import guarded_run
+    from hate_compress.extras import apply_extras
+
+    apply_extras(cfg.get("extras"))  # before the imports below, whose libraries warn at import
+    from hate_compress.app import guarded_call, guarded_run
     from hate_compress.summary import objective
 
     if cfg.get("hparams_search"):  # an Optuna study instead of one run (docs/sweep.md)
@@ -24,7 +27,12 @@ def main(cfg: DictConfig) -> float | None:
 
         return sweep(cfg)
     hc = HydraConfig.get()
-    metrics = guarded_run(cfg, Path(hc.runtime.output_dir), multirun=hc.mode == RunMode.MULTIRUN)
+    run_dir, multirun = Path(hc.runtime.output_dir), hc.mode == RunMode.MULTIRUN
+    if cfg.get("seeds") is not None:  # one run per seed, aggregated (hate_compress/seeds.py)
+        from hate_compress import seeds
+
+        return seeds.objective(guarded_call(seeds.run_seeds, cfg, run_dir, multirun))
+    metrics = guarded_run(cfg, run_dir, multirun=multirun)
     return objective(metrics)
 
 

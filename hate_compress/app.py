@@ -21,8 +21,10 @@ from omegaconf.errors import OmegaConfBaseException
 import hate_compress.resolvers  # noqa: F401  (registers ${data_file:...} and friends)
 from hate_compress import stages as _stages  # noqa: F401  (registers the stages)
 from hate_compress.errors import ConfigError, HateCompressError
+from hate_compress.extras import apply_extras
+from hate_compress.registry import import_plugins
 from hate_compress.resume import prepare_run_dir, run_label
-from hate_compress.run import PREFLIGHT, STAGES, Run
+from hate_compress.run import PREFLIGHT, STAGES, Run, stage_order
 from hate_compress.storage import OUTPUT_KEY, storage_errno, storage_message, writing
 from hate_compress.summary import check_targets, summary_table
 from hate_compress.validation import validate_config
@@ -52,16 +54,15 @@ def quiet_lightning() -> None:
 
 
 def validate_stages(stages) -> list[str]:
+    """`stages` as a list, in the order the stage registry ranks them, starting with the first."""
     names = list(stages)
-    unknown = [s for s in names if s not in STAGES]
-    if unknown:
-        raise ConfigError(f"stages: unknown stage(s) {unknown}; choose from {sorted(STAGES)}")
-    order = ["teacher", "kd", "prune", "quant"]
-    ranks = [order.index(s) for s in names if s in order]
-    if ranks != sorted(ranks):
+    for name in names:
+        STAGES.get(name)
+    order = stage_order()
+    if [order.index(s) for s in names] != sorted(order.index(s) for s in names):
         raise ConfigError(f"stages={names}: stages run in the order {order}")
-    if names and names[0] != "teacher":
-        raise ConfigError(f"stages={names}: every pipeline starts with the teacher stage")
+    if names and names[0] != order[0]:
+        raise ConfigError(f"stages={names}: every pipeline starts with the {order[0]} stage")
     return names
 
 
@@ -104,6 +105,8 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
     prune trials on per-epoch dev F1)."""
     run_dir = Path(run_dir)
     quiet_lightning()
+    import_plugins(cfg.get("plugins"))  # their names must be known to every check below
+    apply_extras(cfg.get("extras"), cfg)
     stages = validate_stages(cfg.stages)
     validate_config(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

@@ -10,11 +10,13 @@ key that only one option uses (`quant.calibration_batches`) is accepted with the
 Free-form subtrees hold keys that belong to someone else and are checked there, or nowhere:
 
 * ``teacher/student.backbone.scratch``: Hugging Face config kwargs (`AutoConfig.for_model`);
+* ``teacher/student.train.optimizer``: the optimizer class's kwargs (tried by `build_optimizer`);
 * ``kd.terms``: term names are checked against the registry, each term's params by the term;
 * ``prune.options`` / ``quant.options``: checked against the chosen method's options;
 * ``data.binary_from`` / ``data.multilabel_from``: checked by `DataSchema`;
-* ``hardware.strategy``: a Lightning strategy name or its constructor kwargs;
-* the groups ``trainer`` (checked against `pl.Trainer`'s arguments), ``logger`` (the logger
+* the groups ``trainer`` (checked against `pl.Trainer`'s arguments; the ``hardware`` group is
+  merged into it by `# @package trainer`, its ``strategy`` a Lightning strategy name or its
+  constructor kwargs), ``logger`` (the logger
   class's kwargs), ``hparams_search`` (checked by the sweep) and ``hydra`` (Hydra's own).
 
 A subtree whose default is null, a scalar or ``{}`` in every option is open too: there is no
@@ -33,16 +35,32 @@ from omegaconf import OmegaConf
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 FREE_FORM = frozenset({
-    "teacher.backbone.scratch", "student.backbone.scratch", "kd.terms", "prune.options",
-    "quant.options", "data.binary_from", "data.multilabel_from", "hardware.strategy",
+    "teacher.backbone.scratch", "student.backbone.scratch", "teacher.train.optimizer",
+    "student.train.optimizer", "teacher.member_overrides", "kd.terms", "prune.options",
+    "quant.options", "data.binary_from", "data.multilabel_from",
     "trainer", "logger", "hparams_search", "hydra",
 })
 
 
-def _is_global(path: Path) -> bool:
-    """`# @package _global_` files write top-level keys, not the group's node."""
-    head = path.read_text(encoding="utf-8").split("\n", 3)[:3]
-    return any(line.strip().replace(" ", "") == "#@package_global_" for line in head)
+def _package(path: Path) -> str | None:
+    """The node a `# @package X` header makes the file write to (`_global_`: the top level);
+    None without a header (the group's own node)."""
+    for line in path.read_text(encoding="utf-8").split("\n", 3)[:3]:
+        words = line.replace("#", " ").split()
+        if len(words) == 2 and words[0] == "@package":
+            return words[1]
+    return None
+
+
+@lru_cache(maxsize=1)
+def moved_groups() -> dict[str, str]:
+    """Groups whose options write into another node: `{"hardware": "trainer"}`."""
+    moved = {}
+    for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
+        packages = {_package(p) for p in folder.glob("*.yaml")} - {None, "_global_", folder.name}
+        if len(packages) == 1:
+            moved[folder.name] = packages.pop()
+    return moved
 
 
 def _load(group: str, option: str, seen: tuple[str, ...] = ()) -> dict:
@@ -83,14 +101,15 @@ def known_tree() -> dict:
     tree: dict = {key: None for key in top} | {k: v for k, v in top.items() if isinstance(v, dict)}
     for folder in sorted(p for p in CONF_DIR.iterdir() if p.is_dir()):
         group, merged = folder.name, None
+        node = moved_groups().get(group, group)
         for path in sorted(folder.glob("*.yaml")):
-            if _is_global(path):
+            if _package(path) == "_global_":
                 extra = OmegaConf.to_container(OmegaConf.load(path), resolve=False) or {}
                 for key in set(extra) - {"defaults"}:
                     tree.setdefault(key, None)
             elif not path.stem.startswith("_"):
                 merged = _union(merged, _load(group, path.stem))
-        tree[group] = _union(tree.get(group), merged) if merged is not None else tree.get(group)
+        tree[node] = _union(tree.get(node), merged) if merged is not None else tree.get(node)
     return tree
 
 
@@ -116,6 +135,9 @@ def _leaves(tree: Mapping, prefix: str = ""):
 def unknown_key_message(key: str) -> str | None:
     """'unknown key kd.alpa, did you mean kd.alpha?' when dotted `key` is not a known key."""
     node, parts = known_tree(), key.split(".")
+    if len(parts) > 1 and parts[0] in moved_groups() and parts[0] not in node:
+        moved = ".".join([moved_groups()[parts[0]], *parts[1:]])
+        return f"unknown key {key}, did you mean {moved}? (the {parts[0]} group writes there)"
     for depth, part in enumerate(parts):
         parent = ".".join(parts[:depth])
         if parent in FREE_FORM or not isinstance(node, Mapping) or not node:

@@ -15,13 +15,15 @@ import torch
 from omegaconf import ListConfig
 
 from hate_compress.analysis.per_stage import analyse_stage
+from hate_compress.artifacts import update_card
 from hate_compress.compress.measure import (
     artifact_size_mb,
     count_parameters,
     measure_latency_threads,
+    text_latency_threads,
 )
+from hate_compress.kd.text_teacher import is_text_level
 from hate_compress.metrics import classification_metrics
-from hate_compress.models.artifact import update_card
 from hate_compress.models.classifier import predict_logits
 from hate_compress.run import Run, Trained
 from hate_compress.storage import READ_ONLY_ERRNOS, writing
@@ -34,6 +36,9 @@ def eval_splits(run: Run) -> list[str]:
 
 
 def split_logits(run: Run, trained: Trained, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    if is_text_level(trained.model):  # char_ngram / ensemble teachers read the raw texts
+        return (trained.model.predict_texts(run.data.texts(split)),
+                torch.as_tensor(run.data.labels(split)))
     return predict_logits(trained.model, run.data.dataloader(split), trained.key)
 
 
@@ -51,11 +56,17 @@ def score(run: Run, trained: Trained, teacher_logits: dict[str, torch.Tensor] | 
     return out, logits_by_split
 
 
-def example_batch(run: Run, trained: Trained, size: int = 32) -> dict[str, torch.Tensor]:
-    """Real texts from dev, padded as the model would see them in production."""
+def dev_texts(run: Run, size: int) -> list[str]:
+    """`size` real dev texts (repeated when dev is smaller)."""
     texts = run.data.texts("dev")[:size]
     while len(texts) < size:
         texts = texts + texts[: size - len(texts)]
+    return texts
+
+
+def example_batch(run: Run, trained: Trained, size: int = 32) -> dict[str, torch.Tensor]:
+    """Real texts from dev, padded as the model would see them in production."""
+    texts = dev_texts(run, size)
     enc = trained.tokenizer(texts, truncation=True, max_length=run.data.max_length,
                             padding=True, return_tensors="pt")
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
@@ -77,6 +88,10 @@ def latencies(run: Run, trained: Trained) -> dict[str, float]:
     if not m.latency:
         return {}
     threads = list(m.threads) if isinstance(m.threads, (list, ListConfig)) else int(m.threads)
+    if is_text_level(trained.model):
+        return text_latency_threads(trained.model, dev_texts(run, max(m.batch_sizes)), threads,
+                                    batch_sizes=tuple(m.batch_sizes), runs=m.runs,
+                                    warmup=m.warmup)
     return measure_latency_threads(
         trained.model, example_batch(run, trained, max(m.batch_sizes)), threads,
         batch_sizes=tuple(m.batch_sizes), runs=m.runs, warmup=m.warmup,

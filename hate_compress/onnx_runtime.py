@@ -18,7 +18,7 @@ import numpy as np
 from hate_compress.errors import ModelLoadError
 
 ONNX_FILE = "model.onnx"
-META_FILE = "hate_compress.json"  # same name as models/artifact.py (not imported: it pulls torch)
+META_FILE = "hate_compress.json"  # same name as artifacts.py (not imported: it pulls torch)
 INPUT_NAMES = ("input_ids", "attention_mask")
 
 

@@ -84,7 +84,7 @@ class TorchPredictor:
     runtime = "torch"
 
     def __init__(self, directory: str):
-        from hate_compress.models.artifact import load_classifier
+        from hate_compress.artifacts import load_classifier
 
         self.model, self.tokenizer, self.meta = load_classifier(directory)
         self.unk_token_id = getattr(self.tokenizer, "unk_token_id", None)
@@ -148,9 +148,32 @@ def write_rows(rows: list[dict], target: str, fmt: str | None) -> None:
         Path(target).write_text(buffer.getvalue(), encoding="utf-8")
 
 
+HELP = f"""{USAGE}
+
+Label texts with a model directory saved by the pipeline (teacher, student, pruned, quantized
+or ONNX). The directory is `final_model` or `<stage>/model` of a run.
+
+  model=<dir>        saved model directory (required)
+  input=<file or ->  .csv/.tsv/.jsonl with a text column, .txt or stdin: one text per line
+  output=<file or -> where to write the predictions (default: stdout)
+  format=csv|jsonl   output format (default: from the output file name, else csv)
+  text_column=text   the column holding the text in a CSV/TSV/JSONL input
+  batch_size=64      texts per forward pass
+"""
+
+
+def wants_help(argv: Sequence[str]) -> bool:
+    """`--help`/`-h` anywhere: users try it first, and it must not be an "unknown argument"."""
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if wants_help(argv):
+        print(HELP, end="")
+        return 0
     try:
-        opts = parse_args(sys.argv[1:] if argv is None else argv)
+        opts = parse_args(argv)
         predictor = load_predictor(opts["model"])
         texts = read_input(opts["input"], opts["text_column"])
         warn_unknown_tokens(predictor, texts)

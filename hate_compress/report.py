@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from hate_compress.errors import HateCompressError
-from hate_compress.summary import STAGE_ORDER, eval_split, final_stage, fmt
+from hate_compress.summary import (
+    SEED_METRICS,
+    eval_split,
+    final_stage,
+    fmt,
+    mean_pm_std,
+    spread,
+    stage_order,
+)
 
 log = logging.getLogger(__name__)
 
@@ -202,7 +210,7 @@ def cell_row(cell: dict, split: str = "auto") -> dict[str, Any]:
     """The cell's final model. A cell that did not finish gets no numbers, only its error: the
     numbers of its earlier stages describe a different model than the cell was asked for."""
     metrics, run = cell["metrics"], cell["run"]
-    stages = list(run.get("stages") or STAGE_ORDER)
+    stages = list(run.get("stages") or stage_order(metrics))
     status = run.get("status") or "unknown"
     last = final_stage(metrics)
     row: dict[str, Any] = {
@@ -227,7 +235,7 @@ def cell_row(cell: dict, split: str = "auto") -> dict[str, Any]:
     for stage in ("prune", "quant"):
         if _done(metrics, stage) and status == "ok":
             parts.append(f"+{row[stage]}")
-    row["label"] = "".join(parts)
+    row["label"] = row["base_label"] = "".join(parts)
     return row
 
 
@@ -268,7 +276,9 @@ def _unique_labels(rows: list[dict]) -> None:
 def collect_rows(root: Path, split: str = "auto") -> list[dict[str, Any]]:
     """Teacher rows first (one per distinct teacher artifact), then one row per cell."""
     root = Path(root)
-    cells = [load_cell(c, root) for c in find_cells(root)]
+    # a `seeds=[...]` run's own aggregate: its seed runs are cells below it, aggregated here
+    cells = [cell for cell in (load_cell(c, root) for c in find_cells(root))
+             if cell["run"].get("kind") != "seeds"]
     teachers: dict[tuple, dict] = {}
     for cell in cells:
         row = teacher_row(cell, split)
@@ -277,6 +287,97 @@ def collect_rows(root: Path, split: str = "auto") -> list[dict[str, Any]]:
     rows = list(teachers.values()) + [cell_row(cell, split) for cell in cells]
     _unique_labels(rows)
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# cells that differ only by seed
+
+SEED_DIR = re.compile(r"seed_\d+")
+# the `seed=` override of a `-m seed=1,2,3` sweep (not `teacher.seed=`: another teacher)
+SEED_OVERRIDE = re.compile(r"\+{0,2}seed=\S*")
+
+
+def seed_free_identity(row: dict) -> tuple:
+    """What a cell is apart from its seed: its names and the overrides other than `seed=` (not
+    its final stage: a failed seed stopped earlier but belongs to the group); the seed runs of
+    one `seeds=[...]` run (`<dir>/seed_<s>`) share their parent."""
+    if row.get("overrides") is not None:
+        where = " ".join(t for t in row["overrides"].split() if not SEED_OVERRIDE.fullmatch(t))
+    else:
+        parent, _, name = row["cell"].rpartition("/")
+        where = f"seeds of {parent or '.'}" if SEED_DIR.fullmatch(name) else f"cell {row['cell']}"
+    names = tuple(row.get(k) for k in ("data", "teacher", "student", "kd", "prune", "quant"))
+    return (where, *names)
+
+
+def seed_groups(rows: list[dict]) -> list[dict[str, Any]]:
+    """One aggregate per group of cells that differ only by seed (>= 2 seeds finished): mean,
+    sample std and min of macro F1, dev macro F1, agreement and F1 retention. Failed seeds are
+    counted, not averaged."""
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+        if row["kind"] == "cell" and row.get("seed") is not None:
+            groups.setdefault(seed_free_identity(row), []).append(row)
+    out = []
+    for key, members in groups.items():
+        ok = [r for r in members if r.get("status") == "ok"]
+        if len({r["seed"] for r in ok}) < 2:
+            continue
+        first = ok[0]
+        label = first.get("base_label") or first["label"]
+        agg: dict[str, Any] = {
+            "label": f"{label} [{first['kd']}]" if first.get("kd") else label,
+            "stage": first.get("stage"), "where": key[0],
+            "seeds": sorted(r["seed"] for r in ok), "failed": len(members) - len(ok),
+            "degenerate": sum(bool(r.get("degenerate")) for r in ok),
+            "cells": [r["cell"] for r in members]}
+        for _, metric in SEED_METRICS:
+            agg[metric] = spread([r[metric] for r in ok if _ok(r, metric)])
+        out.append(agg)
+    return out
+
+
+SEED_TABLE = ["model", "stage", "seeds", "macro F1 mean ± std", "macro F1 min",
+              "dev macro F1 mean ± std", "agreement mean ± std", "agreement min",
+              "F1 retention mean ± std", "F1 retention min", "cells"]
+
+
+def seed_markdown(groups: list[dict]) -> list[str]:
+    if not groups:
+        return []
+    lines = ["", "## Across seeds", "",
+             "Cells that differ only by their seed, aggregated (std: sample std across seeds). A "
+             "difference between two models smaller than these stds is within what the seed "
+             "alone changes.", "",
+             "| " + " | ".join(SEED_TABLE) + " |", "|" + "---|" * len(SEED_TABLE)]
+    for g in groups:
+        seeds = f"{len(g['seeds'])} ({', '.join(map(str, g['seeds']))})"
+        if g["failed"]:
+            seeds += f", {g['failed']} failed"
+        if g["degenerate"]:
+            seeds += f", {g['degenerate']} degenerate"
+        cells = [g["label"], g["stage"], seeds, mean_pm_std(g["macro_f1"]),
+                 fmt(g["macro_f1"]["min"]), mean_pm_std(g["dev_macro_f1"]),
+                 mean_pm_std(g["agreement"]), fmt(g["agreement"]["min"]),
+                 mean_pm_std(g["f1_retention"]), fmt(g["f1_retention"]["min"]),
+                 ", ".join(g["cells"])]
+        lines.append("| " + " | ".join(_cell_text(c) for c in cells) + " |")
+    return lines
+
+
+def write_seed_csv(groups: list[dict], path: Path) -> None:
+    """report_seeds.csv: one row per seed group, n/mean/std/min/max of each aggregated metric."""
+    stats = ("n", "mean", "std", "min", "max")
+    columns = ["label", "stage", "where", "seeds", "failed", "degenerate",
+               *(f"{m}_{s}" for _, m in SEED_METRICS for s in stats)]
+    with open(path, "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns)
+        writer.writeheader()
+        for g in groups:
+            flat = {k: g[k] for k in columns[:6]}
+            flat["seeds"] = " ".join(map(str, g["seeds"]))
+            flat.update({f"{m}_{s}": g[m][s] for _, m in SEED_METRICS for s in stats})
+            writer.writerow({k: "" if v is None else v for k, v in flat.items()})
 
 
 def columns_for(rows: Iterable[dict]) -> list[str]:
@@ -375,7 +476,7 @@ def _cell_text(value: Any) -> str:
 
 
 def markdown(rows: list[dict], recs: list[dict], root: Path, plots: dict[str, str],
-             f1_floor: float | None) -> str:
+             f1_floor: float | None, groups: list[dict] | None = None) -> str:
     cells = [r for r in rows if r["kind"] == "cell"]
     failed = [r for r in cells if r["status"] != "ok"]
     splits = sorted({r["split"] for r in rows if r.get("split")})
@@ -398,6 +499,7 @@ def markdown(rows: list[dict], recs: list[dict], root: Path, plots: dict[str, st
     if degenerate:
         lines.append(f"- Not recommended: {len(degenerate)} degenerate model(s) (one class for "
                      "almost every dev text), listed below")
+    lines += seed_markdown(groups or [])
     lines += ["", "## Results", "",
               "| " + " | ".join(name for name, _ in TABLE) + " |", "|" + "---|" * len(TABLE)]
     for row in rows:
@@ -476,7 +578,10 @@ def write_report(root: str | Path, out: str | Path | None = None, f1_floor: floa
 
         written = draw_all(rows, out, PLOTS)
     recs = recommend(rows, f1_floor)
-    (out / "report.md").write_text(markdown(rows, recs, root, written, f1_floor))
+    groups = seed_groups(rows)
+    if groups:
+        write_seed_csv(groups, out / "report_seeds.csv")
+    (out / "report.md").write_text(markdown(rows, recs, root, written, f1_floor, groups))
     html_path = None
     if plots:
         from hate_compress.analysis.html_report import sweep_report_html
@@ -484,6 +589,7 @@ def write_report(root: str | Path, out: str | Path | None = None, f1_floor: floa
         cells = {c["cell"]: c["metrics"] for c in (load_cell(p, root) for p in find_cells(root))}
         html_path = sweep_report_html(out, rows, recs, TABLE, written, cells)
     return {"rows": rows, "recommendations": recs, "report": out / "report.md",
+            "seed_groups": groups,
             "html": html_path,
             "csv": out / "report.csv", "plots": {k: out / v for k, v in written.items()}}
 

@@ -1,8 +1,9 @@
 """The state one pipeline run carries from stage to stage.
 
-Stages are plain functions `stage(run) -> None` registered by name; each reads what earlier
-stages left on the `Run` (the data, the teacher, the model currently being compressed) and
-records its metrics under its own name, so `stages=[teacher,kd,prune,quant]` is just a loop.
+Stages are plain functions `stage(run) -> None` registered by name with their rank in the
+pipeline; each reads what earlier stages left on the `Run` (the data, the teacher, the model
+currently being compressed) and records its metrics under its own name, so
+`stages=[teacher,kd,prune,quant]` is just a loop, in the order the ranks give.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from hate_compress.models.classifier import HateClassifier
+from hate_compress.registry import Registry
 from hate_compress.storage import OUTPUT_KEY, writing
 
 log = logging.getLogger(__name__)
@@ -68,23 +70,22 @@ class Run:
 
 
 Stage = Callable[[Run], None]
-STAGES: dict[str, Stage] = {}
+STAGES: Registry[Stage] = Registry("stage", "stages")
 # checks a stage runs before *any* stage does, so a config error it can detect from the config
 # and the data alone never costs the earlier stages' training first
-PREFLIGHT: dict[str, Stage] = {}
+PREFLIGHT: Registry[Stage] = Registry("preflight check", "stages")
 
 
 def register_preflight(name: str) -> Callable[[Stage], Stage]:
-    def decorate(fn: Stage) -> Stage:
-        PREFLIGHT[name] = fn
-        return fn
-
-    return decorate
+    return PREFLIGHT.register(name)
 
 
-def register_stage(name: str) -> Callable[[Stage], Stage]:
-    def decorate(fn: Stage) -> Stage:
-        STAGES[name] = fn
-        return fn
+def register_stage(name: str, *, rank: int) -> Callable[[Stage], Stage]:
+    """Make `fn` the stage `name`; stages always run in increasing `rank` (each one consumes
+    what lower ranks produced: the teacher before KD, pruning before quantization)."""
+    return STAGES.register(name, rank=rank)
 
-    return decorate
+
+def stage_order() -> list[str]:
+    """Every registered stage, in the order a pipeline runs them."""
+    return sorted(STAGES, key=lambda name: STAGES.meta[name]["rank"])

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-STAGE_ORDER = ("teacher", "kd", "prune", "quant")
+NOT_STAGES = ("run", "targets")  # the entries of metrics.json that are not a stage's
+
+
+def stage_order(metrics: dict) -> list[str]:
+    """The stages in `metrics`, in the order the pipeline ran them: `run.stages` (put in order
+    by the stage registry, `hate_compress.run.STAGES`), else the order they were recorded."""
+    listed = (metrics.get("run") or {}).get("stages")
+    names = list(listed) if listed else [k for k in metrics if k not in NOT_STAGES]
+    return [s for s in names if isinstance(metrics.get(s), dict)]
 
 COLUMNS = (
     ("stage", "stage"),
@@ -95,14 +103,14 @@ def table_columns(rows: list[dict]) -> tuple:
 
 
 def summary_table(metrics: dict) -> str:
-    rows = [stage_row(s, metrics[s]) for s in STAGE_ORDER if s in metrics]
-    split = next((eval_split(metrics[s]) for s in STAGE_ORDER if s in metrics), "dev")
+    rows = [stage_row(s, metrics[s]) for s in stage_order(metrics)]
+    split = next((eval_split(metrics[s]) for s in stage_order(metrics)), "dev")
     columns = table_columns(rows)
     header = "| " + " | ".join(name for name, _ in columns) + " |"
-    lines = [f"quality on {split}", "", header, "|" + "---|" * len(columns)]
+    lines = [f"quality on {split}", seeds_line(metrics), "", header, "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(fmt(row.get(key)) for _, key in columns) + " |")
-    for stage in STAGE_ORDER:
+    for stage in stage_order(metrics):
         values = metrics.get(stage)
         if isinstance(values, dict) and values.get("degenerate"):
             share = values.get("dev", {}).get("top_prediction_share")
@@ -117,12 +125,13 @@ def summary_table(metrics: dict) -> str:
 
 
 def final_stage(metrics: dict) -> str | None:
-    done = [s for s in STAGE_ORDER if s in metrics and not metrics[s].get("skipped")]
+    done = [s for s in stage_order(metrics) if not metrics[s].get("skipped")]
     return done[-1] if done else None
 
 
 def check_targets(run) -> dict[str, dict]:
-    """experiment_plan.md: F1 retention > 95% and > 10x smaller, when the config sets them."""
+    """`targets`: the final model's macro F1 as a fraction of the teacher's (e.g. >= 0.95) and its
+    size reduction factor (e.g. >= 10x), each checked only when the config sets it."""
     cfg = run.cfg.get("targets") or {}
     last = final_stage(run.metrics)
     if last is None or last == "teacher":
@@ -149,3 +158,95 @@ def degenerate(metrics: dict | None) -> bool:
     """Whether the run's final model is degenerate (flagged on dev by `measure_stage`)."""
     last = final_stage(metrics) if metrics else None
     return bool(last and metrics[last].get("degenerate"))
+
+
+# ---------------------------------------------------------------------------------------------
+# several seeds behind one number (issue 17: one seed can be 9 points off the median)
+
+# what is aggregated across seeds, per stage: (label, metrics key on the eval split)
+SEED_METRICS = (("macro F1", "macro_f1"), ("dev macro F1", "dev_macro_f1"),
+                ("agreement", "agreement"), ("F1 retention", "f1_retention"))
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    """n, mean, sample std (None for one value: one seed says nothing about the spread), min and
+    max of `values`; the one statistic every seed aggregate (summary, report, sweep) uses."""
+    import statistics
+
+    values = [float(v) for v in values]
+    if not values:
+        return {"n": 0, "mean": None, "std": None, "min": None, "max": None}
+    return {"n": len(values), "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else None,
+            "min": min(values), "max": max(values)}
+
+
+def stage_quality(values: dict) -> dict[str, Any]:
+    """The numbers `SEED_METRICS` aggregates, from one stage of one run's metrics."""
+    quality = values.get(eval_split(values), {})
+    return {"macro_f1": quality.get("macro_f1"),
+            "dev_macro_f1": values.get("dev", {}).get("macro_f1"),
+            "agreement": quality.get("agreement", values.get("agreement")),
+            "f1_retention": quality.get("f1_retention", values.get("f1_retention"))}
+
+
+def aggregate_seeds(per_seed: dict[int, dict]) -> dict[str, Any]:
+    """`{seed: metrics}` of finished runs -> `{stage: {key: spread, "seeds": [...],
+    "degenerate_seeds": [...]}}` for every stage some seed finished."""
+    out: dict[str, Any] = {}
+    stages = list(dict.fromkeys(s for m in per_seed.values() for s in stage_order(m)))
+    for stage in stages:
+        done = {seed: m[stage] for seed, m in per_seed.items()
+                if isinstance(m.get(stage), dict) and not m[stage].get("skipped")}
+        if not done:
+            continue
+        block: dict[str, Any] = {"seeds": sorted(done), "split": eval_split(next(iter(
+            done.values()))), "degenerate_seeds": sorted(s for s, v in done.items()
+                                                         if v.get("degenerate"))}
+        for _, key in SEED_METRICS:
+            numbers = [q[key] for q in map(stage_quality, done.values()) if q[key] is not None]
+            if numbers:
+                block[key] = spread(numbers)
+        out[stage] = block
+    return out
+
+
+def mean_pm_std(stats: dict | None) -> str:
+    """"0.7921 ± 0.0127" ("0.7921 (1 seed)" when there is no spread to show)."""
+    if not stats or stats.get("mean") is None:
+        return "-"
+    if stats.get("std") is None:
+        return f"{stats['mean']:.4f} (1 seed)"
+    return f"{stats['mean']:.4f} ± {stats['std']:.4f}"
+
+
+def seed_table(aggregate: dict, seeds: list[int], failed: dict[int, str] | None = None) -> str:
+    """The summary of a `seeds=[...]` run: per stage mean ± std (sample std) and the worst seed."""
+    split = next((b["split"] for b in aggregate.values()), "dev")
+    header = ["stage", "seeds"]
+    for name, _ in SEED_METRICS:
+        header += [f"{name} mean ± std", f"{name} min"]
+    lines = [f"quality on {split}, over seeds {seeds} (std: sample std across seeds)", "",
+             "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for stage, block in aggregate.items():
+        cells = [stage, str(len(block["seeds"]))]
+        for _, key in SEED_METRICS:
+            stats = block.get(key)
+            cells += [mean_pm_std(stats), fmt(stats["min"]) if stats else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for stage, block in aggregate.items():
+        if block["degenerate_seeds"]:
+            lines.append(f"\nDEGENERATE {stage} for seed(s) {block['degenerate_seeds']} of "
+                         f"{block['seeds']}: one class for almost every dev text; their numbers "
+                         "are in the mean but are no evidence of quality")
+    for seed, error in (failed or {}).items():
+        lines.append(f"\nseed {seed} FAILED: {error} (not in the numbers above)")
+    return "\n".join(lines)
+
+
+def seeds_line(metrics: dict) -> str:
+    """Says how many seeds stand behind a single run's numbers."""
+    seed = (metrics.get("run") or {}).get("seed")
+    where = f" (seed={seed})" if seed is not None else ""
+    return (f"seeds: 1{where}; one seed can sit several points from the median, run "
+            "`seeds=[1,2,3,4,5]` for mean ± std per stage")

@@ -49,6 +49,7 @@ from optuna.storages._heartbeat import is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from hate_compress.errors import ConfigError, HateCompressError
+from hate_compress.seeds import seed_config
 
 log = logging.getLogger("hate_compress.sweep")
 
@@ -58,6 +59,7 @@ HEARTBEAT_ATTR = "hate_compress:heartbeat"
 SEARCH_KEYS = {
     "name", "study_name", "storage", "n_trials", "seed", "direction", "metric", "pruner", "params",
     "heartbeat_interval", "grace_period", "max_retry", "max_consecutive_failures", "poll_interval",
+    "seeds_per_trial",
 }
 PRUNER_KEYS = {"type", "n_startup_trials", "n_warmup_steps", "lower", "upper"}
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"},
@@ -115,6 +117,9 @@ class Search:
     max_retry: int | None
     max_consecutive_failures: int
     poll_interval: float
+    # k > 1: each trial runs the pipeline with seeds `seed`, `seed`+1, ..., `seed`+k-1 and is
+    # scored on the mean dev macro F1 (docs/sweep.md "Seeds per trial")
+    seeds_per_trial: int = 1
 
     @property
     def worst_value(self) -> float:
@@ -257,7 +262,11 @@ def parse_search(cfg: DictConfig) -> Search:
         heartbeat_interval=heartbeat, grace_period=grace,
         max_retry=None if max_retry is None else integer("max_retry", 2, 0),
         max_consecutive_failures=integer("max_consecutive_failures", 3, 1), poll_interval=poll,
+        seeds_per_trial=integer("seeds_per_trial", 1, 1),
     )
+    if cfg.get("seeds") is not None:
+        raise ConfigError(f"seeds={cfg.get('seeds')} with hparams_search: score each trial over "
+                          "several seeds with hparams_search.seeds_per_trial=<k> instead")
     check_space(cfg, search)
     return search
 
@@ -276,8 +285,10 @@ def check_space(cfg: DictConfig, search: Search) -> None:
     """Run the app's own config checks on the corners of the space, so `kd.alpha: {high: 2}`
     fails now, naming the search key, instead of in whichever trial samples 1.7."""
     from hate_compress.app import validate_stages
+    from hate_compress.registry import import_plugins
     from hate_compress.validation import validate_config
 
+    import_plugins(cfg.get("plugins"))  # a searched plugin term must be known to the checks
     validate_stages(cfg.stages)
     if "kd" not in cfg.stages:
         raise ConfigError(f"hparams_search: stages={list(cfg.stages)} has no kd stage, whose "
@@ -568,7 +579,6 @@ class Sweep:
     def objective(self, trial: optuna.Trial) -> float:
         from optuna_integration import PyTorchLightningPruningCallback
 
-        from hate_compress.app import run_pipeline, user_error
         from hate_compress.summary import degenerate, objective
 
         if not has_slot(self.study.get_trials(deepcopy=False), trial.number, self.search.n_trials):
@@ -584,34 +594,88 @@ class Sweep:
         trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
         trial.set_user_attr("error", None)
         log.info("[sweep] trial %d started: %s -> %s", trial.number, fmt_params(values), run_dir)
-        callbacks = {"kd": [PyTorchLightningPruningCallback(trial, monitor=self.search.metric)]}
+        tcfg = trial_config(self.cfg, values)
         with heartbeat(self.study, trial, self.search.heartbeat_interval):
-            try:
-                metrics = run_pipeline(trial_config(self.cfg, values), run_dir, callbacks=callbacks)
-            except optuna.TrialPruned:
-                raise
-            except (HateCompressError, OmegaConfBaseException) as exc:
-                self._failed(trial, user_error(exc))
-            except KeyboardInterrupt:
-                # leave the trial RUNNING: like a killed worker it is failed and its params
-                # re-queued by the next run (Optuna would mark it FAIL and drop its params)
-                raise SystemExit(130) from None
-            except Exception as exc:  # a bug or a crash for these params: keep the study going
-                run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / "traceback.txt").write_text(traceback.format_exc())
-                self._failed(trial, f"{type(exc).__name__}: {exc} (traceback: {run_dir / 'traceback.txt'})")
+            if self.search.seeds_per_trial > 1:
+                return self.over_seeds(trial, tcfg, run_dir)
+            callbacks = {"kd": [PyTorchLightningPruningCallback(trial, monitor=self.search.metric)]}
+            metrics = self.run_trial_pipeline(trial, tcfg, run_dir, callbacks)
         value = objective(metrics)
         trial.set_user_attr("metrics", compact_metrics(metrics))
         if value is None:
             self._failed(trial, "the run finished without a dev macro F1")
         trial.set_user_attr("degenerate", degenerate(metrics))
         if degenerate(metrics):
-            # its dev macro F1 is kept in `metrics`; the study sees the worst possible value, so
-            # a model that predicts one class never wins nor steers the sampler towards it
-            log.warning("[sweep] trial %d: degenerate model (one class for almost every dev "
-                        "text): objective set to %s", trial.number, self.search.worst_value)
-            return self.search.worst_value
+            return self.degenerate_value(trial)
         return value
+
+    def degenerate_value(self, trial: optuna.Trial) -> float:
+        # its dev macro F1 is kept in `metrics`; the study sees the worst possible value, so
+        # a model that predicts one class never wins nor steers the sampler towards it
+        log.warning("[sweep] trial %d: degenerate model (one class for almost every dev "
+                    "text): objective set to %s", trial.number, self.search.worst_value)
+        return self.search.worst_value
+
+    def run_trial_pipeline(self, trial: optuna.Trial, cfg: DictConfig, run_dir: Path,
+                           callbacks: dict | None) -> dict:
+        """`run_pipeline` for one trial (or one seed of it): a user error or a crash is a FAIL
+        trial with its message, never a crashed sweep."""
+        from hate_compress.app import run_pipeline, user_error
+
+        try:
+            return run_pipeline(cfg, run_dir, callbacks=callbacks)
+        except optuna.TrialPruned:
+            raise
+        except (HateCompressError, OmegaConfBaseException) as exc:
+            self._failed(trial, user_error(exc))
+        except KeyboardInterrupt:
+            # leave the trial RUNNING: like a killed worker it is failed and its params
+            # re-queued by the next run (Optuna would mark it FAIL and drop its params)
+            raise SystemExit(130) from None
+        except Exception as exc:  # a bug or a crash for these params: keep the study going
+            run_dir.mkdir(parents=True, exist_ok=True)
+            (run_dir / "traceback.txt").write_text(traceback.format_exc())
+            self._failed(trial, f"{type(exc).__name__}: {exc} (traceback: {run_dir / 'traceback.txt'})")
+
+    def over_seeds(self, trial: optuna.Trial, cfg: DictConfig, run_dir: Path) -> float:
+        """Score the trial on the mean dev macro F1 over `seeds_per_trial` seeds.
+
+        Every trial uses the same seeds (`trial_seeds`): two trials then differ by their
+        params, not by which seeds they drew. After each seed the running mean is reported as
+        intermediate value `i` (0-based seed index), so the pruner compares trials on the mean
+        of their first i+1 seeds and a hopeless trial stops before its last seed. A degenerate
+        seed makes the trial degenerate (a recipe that collapses for one seed in k is not one
+        to ship) and its remaining seeds are not run."""
+        from hate_compress.summary import degenerate, objective, spread
+
+        seeds = trial_seeds(self.cfg, self.search.seeds_per_trial)
+        trial.set_user_attr("seeds", seeds)
+        per_seed: dict[int, float] = {}
+        compact: list[dict] = []
+        for step, seed in enumerate(seeds):
+            sub = seed_config(cfg, seed)
+            metrics = self.run_trial_pipeline(trial, sub, run_dir / f"seed_{seed}", None)
+            value = objective(metrics)
+            compact.append(compact_metrics(metrics))
+            if value is None:
+                self._failed(trial, f"seed {seed}: the run finished without a dev macro F1")
+            per_seed[seed] = value
+            trial.set_user_attr("seed_values", {str(k): v for k, v in per_seed.items()})
+            trial.set_user_attr("metrics", seed_mean_metrics(compact, list(per_seed.values())))
+            if degenerate(metrics):
+                trial.set_user_attr("degenerate", True)
+                log.warning("[sweep] trial %d: seed %d is degenerate; its other seeds are not run",
+                            trial.number, seed)
+                return self.degenerate_value(trial)
+            running = spread(list(per_seed.values()))["mean"]
+            trial.report(running, step)
+            log.info("[sweep] trial %d seed %d: dev macro F1 %.4f, running mean %.4f (%d/%d)",
+                     trial.number, seed, value, running, step + 1, len(seeds))
+            if trial.should_prune():
+                trial.set_user_attr("degenerate", False)
+                raise optuna.TrialPruned(f"running mean {running:.4f} after {step + 1} seed(s)")
+        trial.set_user_attr("degenerate", False)
+        return spread(list(per_seed.values()))["mean"]
 
     @staticmethod
     def _failed(trial: optuna.Trial, message: str):
@@ -635,7 +699,8 @@ class Sweep:
         seconds = trial.duration.total_seconds() if trial.duration else 0.0
         outcome = {
             TrialState.COMPLETE: f"COMPLETE dev macro F1 {fmt_value(trial.value)}",
-            TrialState.PRUNED: f"PRUNED at epoch {max(trial.intermediate_values, default='-')}",
+            TrialState.PRUNED: f"PRUNED at {'epoch' if self.search.seeds_per_trial == 1 else 'seed #'}"
+                               f" {max(trial.intermediate_values, default='-')}",
             TrialState.FAIL: f"FAIL ({self.last_error})",
         }.get(trial.state, trial.state.name)
         best = best_trial(study)
@@ -675,6 +740,23 @@ class Sweep:
                 self.objective, gc_after_trial=True,
                 catch=(_Surplus, _TrialFailed), callbacks=[self.after_trial, stop_at],
             )
+
+
+def trial_seeds(cfg: DictConfig, k: int) -> list[int]:
+    """The k seeds every trial runs: `seed`, `seed`+1, ..., `seed`+k-1."""
+    return [int(cfg.seed) + i for i in range(k)]
+
+
+def seed_mean_metrics(per_seed: list[dict], values: list[float]) -> dict:
+    """The seeds' `compact_metrics`, averaged key by key, plus the spread of the objective."""
+    from hate_compress.summary import spread
+
+    keys = sorted({k for m in per_seed for k in m})
+    out = {k: spread([m[k] for m in per_seed if k in m])["mean"] for k in keys}
+    stats = spread(values)
+    out.update({"seeds.n": stats["n"], "seeds.dev_macro_f1_std": stats["std"],
+                "seeds.dev_macro_f1_min": stats["min"]})
+    return out
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
@@ -731,6 +813,8 @@ def base_config(cfg: DictConfig, search: Search) -> dict[str, Any]:
     flat = _flat(raw)
     drop = [*NEUTRAL_KEYS, *(f"hparams_search.{k}" for k in SEARCH_NEUTRAL),
             *(p.name for p in search.params)]
+    if search.seeds_per_trial == 1:  # what every study meant before the key existed
+        drop.append("hparams_search.seeds_per_trial")
     return {k: v for k, v in flat.items()
             if not any(k == d or k.startswith(d + ".") for d in drop)}
 
@@ -836,7 +920,10 @@ def write_outputs(study: optuna.Study, search: Search, cfg: DictConfig, out_dir:
         "study_name": search.study_name,
         "storage": masked(storage_url(cfg, search)),
         "direction": search.direction,
-        "objective": "dev macro F1 of the last stage (degenerate models: the worst value)",
+        "objective": "dev macro F1 of the last stage (degenerate models: the worst value)"
+                     + (f", mean over {search.seeds_per_trial} seeds "
+                        f"{trial_seeds(cfg, search.seeds_per_trial)}"
+                        if search.seeds_per_trial > 1 else ""),
         "n_trials": search.n_trials,
         "trials": {k: now[k] for k in ("finished", "complete", "pruned", "fail", "running",
                                         "surplus")},

@@ -1,4 +1,4 @@
-"""Temperature study (kd_insights.md): how soft are a trained teacher's labels at each T?
+"""Temperature study: how soft are a trained teacher's labels at each distillation temperature T?
 
 `python -m hate_compress.temperature [teacher=... data=... teacher.checkpoint=...]` obtains the
 teacher exactly as the pipeline does (checkpoint, stored teacher, or training), then prints and

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hate_compress.config_keys import unknown_key_message, unknown_keys
 from hate_compress.errors import ConfigError, ModelLoadError
+from hate_compress.registry import with_defaults
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ def _number(node, key: str) -> float:
 def validate_config(cfg: DictConfig) -> None:
     from hate_compress.compress.pruning import PRUNERS
     from hate_compress.compress.quantization import QUANTIZERS
+    from hate_compress.training.module import build_optimizer
 
     _check_known_keys(cfg)
     stages = list(cfg.stages)
@@ -58,20 +60,19 @@ def validate_config(cfg: DictConfig) -> None:
             raise ConfigError(f"kd.temperature={temperature} must be > 0")
         _check_kd_terms(cfg.kd)
     if "prune" in stages and cfg.prune.method != "none":
-        if cfg.prune.method not in PRUNERS:
-            raise ConfigError(f"prune.method={cfg.prune.method!r} is not one of {sorted(PRUNERS)}")
+        PRUNERS.get(cfg.prune.method)
         sparsity = _number(cfg.prune, "prune.sparsity")
         if not 0.0 <= sparsity < 1.0:
             raise ConfigError(f"prune.sparsity={sparsity} is outside [0, 1)")
         if int(cfg.prune.finetune_epochs) < 0:
             raise ConfigError(f"prune.finetune_epochs={cfg.prune.finetune_epochs} must be >= 0")
         _check_prune_options(cfg.prune)
-    if "quant" in stages and cfg.quant.method not in {"none", *QUANTIZERS}:
-        raise ConfigError(f"quant.method={cfg.quant.method!r} is not one of "
-                          f"{sorted({'none', *QUANTIZERS})}")
+    if "quant" in stages:
+        QUANTIZERS.get(cfg.quant.method)
     if "quant" in stages and cfg.quant.method != "none":
         _check_quant_options(cfg.quant)
-    for role in ("teacher", "student"):
+    text_teacher = str(cfg.teacher.get("kind") or "neural") != "neural"
+    for role in ("student",) if text_teacher else ("teacher", "student"):
         train = cfg[role].train
         for key in ("lr", "warmup_ratio", "weight_decay"):
             value = _number(train, f"{role}.train.{key}")
@@ -79,12 +80,13 @@ def validate_config(cfg: DictConfig) -> None:
                 raise ConfigError(f"{role}.train.{key}={value} is out of range")
         if int(train.epochs) < 1:
             raise ConfigError(f"{role}.train.epochs={train.epochs} must be >= 1")
+        build_optimizer(train, key=f"{role}.train.optimizer")
     gate = _number(cfg.teacher, "teacher.min_f1")
     if not 0.0 <= gate <= 1.0:
         raise ConfigError(f"teacher.min_f1={gate} is outside [0, 1]")
     if cfg.teacher.get("checkpoint"):
         check_teacher_checkpoint(Path(str(cfg.teacher.checkpoint)).expanduser())
-    else:
+    elif not text_teacher:  # char_ngram / ensemble: checked by the teacher preflight
         _check_backbone(cfg.teacher.backbone, "teacher")
     if "kd" in stages:
         _check_backbone(cfg.student.backbone, "student")
@@ -116,7 +118,7 @@ def _check_known_keys(cfg: DictConfig) -> None:
 def check_teacher_checkpoint(directory: Path) -> None:
     """A saved teacher must be one of ours, with safetensors weights — checked before any data
     is read, and without unpickling anything a stranger may have put there."""
-    from hate_compress.models.artifact import META_FILE, WEIGHTS_FILE
+    from hate_compress.artifacts import META_FILE, WEIGHTS_FILE
     from hate_compress.safety import check_safetensors, pickle_weight_files
 
     key = f"teacher.checkpoint={directory}"
@@ -132,8 +134,13 @@ def check_teacher_checkpoint(directory: Path) -> None:
         )
     if not (directory / META_FILE).exists():
         raise ConfigError(f"{key}: no saved hate_compress model there (no {META_FILE})")
+    from hate_compress.models.char_ngram import WEIGHTS_FILE as CHAR_NGRAM_WEIGHTS
+    from hate_compress.models.char_ngram import is_char_ngram_dir
+
+    if is_char_ngram_dir(directory):  # a char_ngram teacher: JSON + its own safetensors
+        weights = directory / CHAR_NGRAM_WEIGHTS
     if not weights.exists():
-        raise ModelLoadError(f"{key}: {WEIGHTS_FILE} is missing")
+        raise ModelLoadError(f"{key}: {weights.name} is missing")
     check_safetensors(weights, what="weights file")
 
 
@@ -146,43 +153,25 @@ def _check_kd_terms(kd) -> None:
     if not isinstance(terms, (DictConfig, dict)):
         raise ConfigError("kd.terms must be a mapping of term name -> options")
     for name in terms:
-        if name not in TERMS:
-            raise ConfigError(
-                f"kd.terms.{name}: unknown loss term; registered terms: {', '.join(sorted(TERMS))}"
-            )
+        TERMS.get(name)
 
 
 def _check_prune_options(prune) -> None:
-    """The same constructor/keyword checks the prune stage applies, minus the model."""
-    from hate_compress.compress.pruning import ONE_SHOT_OPTIONS, SCHEDULE_OPTIONS, PruningCallback
+    """The registered pruner's declared options, and (fine-tune path) the same value checks the
+    prune stage's callback applies, minus the model."""
+    from hate_compress.compress.pruning import PruningCallback, checked_options
 
     options = OmegaConf.to_container(prune.get("options") or {}, resolve=True)
+    checked_options(prune.method, options, key="prune.options")
     if int(prune.finetune_epochs) > 0:
-        accepted = set(inspect.signature(PruningCallback).parameters) - {"method", "sparsity"}
-        unknown = sorted(set(options) - accepted)
-        if unknown:
-            raise ConfigError(f"prune.options.{unknown[0]} is not an option of prune.method="
-                              f"{prune.method!r} (options: {sorted(accepted)})")
         PruningCallback(prune.method, float(prune.sparsity), **options)
-    else:
-        accepted = {"scope", "include_embeddings", "include_head", "calibration_batches",
-                    *ONE_SHOT_OPTIONS, *(SCHEDULE_OPTIONS if prune.method == "gradual" else ())}
-        unknown = sorted(set(options) - accepted)
-        if unknown:
-            raise ConfigError(f"prune.{unknown[0]} is not a pruning option")
 
 
 def _check_quant_options(quant) -> None:
     from hate_compress.compress.quantization import get_quantizer
 
-    quantizer = get_quantizer(quant.method)
-    options = quant.get("options") or {}
-    unknown = sorted(set(options) - set(quantizer.options))
-    if unknown:
-        raise ConfigError(
-            f"quant.{unknown[0]} is not an option of quant.method={quant.method!r} "
-            f"(options: {sorted(quantizer.options) or 'none'})"
-        )
+    with_defaults(quant.get("options") or {}, get_quantizer(quant.method).options, "quant",
+                  f"quant.method={quant.method!r}")
     if int(quant.get("calibration_batches", 0)) < 0:
         raise ConfigError(f"quant.calibration_batches={quant.calibration_batches} must be >= 0")
 

@@ -16,19 +16,9 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
 SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
 
-TINY = [
-    "teacher.backbone.scratch.num_hidden_layers=1",
-    "teacher.backbone.scratch.hidden_size=64",
-    "teacher.backbone.scratch.intermediate_size=128",
-    "teacher.backbone.scratch.num_attention_heads=2",
-    "teacher.backbone.tokenizer.vocab_size=600",
-    "teacher.head.hidden=32",
-    "teacher.train.epochs=1",
-    "teacher.min_f1=0.0",
-    "student.train.epochs=1",
-    "trainer=fast",
-    "measure.latency=false",
-]
+# conf/debug/tiny.yaml: 1-layer 64-wide teacher, 1 epoch per stage, trainer=fast, latency off,
+# teacher F1 gate off — the same settings a user's smoke run gets
+TINY = ["debug=tiny"]
 
 
 def compose_cfg(tmp_path: Path, overrides: list[str] = (), tiny: bool = True):

@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from hate_compress.app import run_pipeline
+from hate_compress.artifacts import load_classifier
 from hate_compress.errors import ConfigError, GateError
-from hate_compress.models.artifact import load_classifier
 from tests.conftest import ROOT, cli_env
 
 
@@ -83,7 +83,8 @@ def test_unknown_group_option_lists_choices(tmp_path):
     out = run_cli(tmp_path, "teacher=gbertt")
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
-        "error: teacher=gbertt: no such option; choose from bangla_bert_base, banglabert, gbert, "
+        "error: teacher=gbertt: no such option; choose from bangla_bert_base, banglabert, char_ngram, "
+            "ensemble, gbert, "
         "tiny_teacher, tiny_teacher_small, xlmr"]
     multirun = run_cli(tmp_path, "-m", "student=tiny_student,tiny_studnet")
     assert multirun.returncode == 2 and "student=tiny_studnet: no such option" in multirun.stderr

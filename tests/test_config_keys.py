@@ -18,7 +18,7 @@ from hate_compress.config_keys import FREE_FORM, unknown_key_message, unknown_ke
 from tests.conftest import CONF
 
 GROUPS = ["data", "teacher", "student", "kd", "prune", "quant", "hardware", "trainer", "logger",
-          "measure", "paths", "pipeline"]
+          "measure", "paths", "pipeline", "debug", "extras"]
 
 
 def shipped_choices() -> list[list[str]]:
@@ -44,6 +44,8 @@ def test_every_shipped_config_has_only_known_keys():
     ("data.txt_column", "unknown key data.txt_column, did you mean data.text_column?"),
     ("prune.sparsityy", "unknown key prune.sparsityy, did you mean prune.sparsity?"),
     ("targets.f1", "unknown key targets.f1; targets keys: min_f1_retention, min_size_reduction"),
+    ("hardware.precision", "unknown key hardware.precision, did you mean trainer.precision? "
+                           "(the hardware group writes there)"),
 ])
 def test_unknown_key_names_the_closest_known_one(key, message):
     assert unknown_key_message(key) == message
@@ -52,7 +54,7 @@ def test_unknown_key_names_the_closest_known_one(key, message):
 @pytest.mark.parametrize("key", [
     "kd.alpha", "quant.calibration_batches",  # defined by some option of the group
     "teacher.backbone.scratch.hidden_dropout_prob", "kd.terms.hidden.pooling",
-    "prune.options.anything", "trainer.precision", "hardware.strategy.find_unused_parameters",
+    "prune.options.anything", "trainer.precision", "trainer.strategy.find_unused_parameters",
     "data.binary_from.negative", "logger.save_dir",
 ])
 def test_known_and_free_form_keys_pass(key):

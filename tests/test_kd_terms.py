@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from hate_compress.errors import ConfigError
+from hate_compress.kd.context import LossContext
 from hate_compress.kd.layer_map import default_layer_map, parse_layer_map
-from hate_compress.kd.outputs import LossContext, ModelOutputs
 from hate_compress.kd.terms import (
     TERMS,
     AttentionTerm,
@@ -27,6 +27,7 @@ from hate_compress.kd.terms import (
     build_term,
     register_term,
 )
+from hate_compress.models.outputs import ModelOutputs
 
 # ----------------------------------------------------------------- hand-computation helpers
 
@@ -369,7 +370,7 @@ def test_unknown_term_lists_registered_names():
         build_term("nope")
     for name in ("ce", "logit", "hidden", "attention"):
         assert name in str(e.value)
-    with pytest.raises(ConfigError, match="kd.terms.nope: unknown loss term; registered terms: .*hidden"):
+    with pytest.raises(ConfigError, match="kd.terms.nope: unknown loss term; choose from .*hidden"):
         build_composite_loss({"terms": {"nope": {}}}, task="binary", num_labels=2, student_dims=(2, 8))
 
 

@@ -4,6 +4,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
+from hate_compress.artifacts import ModelCard, save_classifier
 from hate_compress.compress import measure
 from hate_compress.compress.measure import (
     artifact_size_mb,
@@ -14,7 +15,6 @@ from hate_compress.compress.measure import (
 )
 from hate_compress.compress.quantization import quantize_model
 from hate_compress.errors import ConfigError
-from hate_compress.models.artifact import ModelCard, save_classifier
 from hate_compress.models.classifier import HateClassifier
 
 

@@ -11,8 +11,8 @@ import torch
 from safetensors import safe_open
 
 from hate_compress.app import make_data, run_pipeline
+from hate_compress.artifacts import ModelCard, load_classifier, save_classifier
 from hate_compress.compress import pruning as P
-from hate_compress.models.artifact import ModelCard, load_classifier, save_classifier
 from hate_compress.predict import load_predictor, predict_texts
 from tests.conftest import compose_cfg
 from tests.test_pruning import logits, make_batches, tiny_model

@@ -14,17 +14,16 @@ import torch
 from transformers import AutoConfig, AutoModel
 
 from hate_compress.app import make_data, run_pipeline
+from hate_compress.artifacts import export_classifier, load_classifier
 from hate_compress.compress import pruning
 from hate_compress.compress.measure import measure_latency
 from hate_compress.compress.onnx_export import (
     OnnxClassifier,
     OnnxExportError,
-    export_classifier,
     export_onnx,
 )
 from hate_compress.compress.quantization import quantize_model
 from hate_compress.errors import ConfigError, ModelLoadError
-from hate_compress.models.artifact import load_classifier
 from hate_compress.models.classifier import HateClassifier, predict_logits
 from hate_compress.onnx_runtime import OnnxPredictor
 from hate_compress.predict import TorchPredictor, load_predictor

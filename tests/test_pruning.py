@@ -12,10 +12,10 @@ from torch import nn
 from torch.nn import functional as F
 from transformers import BertConfig, BertModel
 
+from hate_compress.artifacts import ModelCard, load_classifier, save_classifier
 from hate_compress.compress import pruning as P
 from hate_compress.compress.pruning_structured import head_importance, transformer_blocks
 from hate_compress.errors import ConfigError
-from hate_compress.models.artifact import ModelCard, load_classifier, save_classifier
 from hate_compress.models.classifier import HateClassifier
 
 VOCAB, SEQ = 200, 12

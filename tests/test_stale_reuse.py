@@ -54,7 +54,8 @@ def key_of(tiny_cfg, tmp_path):
 @pytest.mark.parametrize("override", [
     "trainer.gradient_clip_val=0.25",
     "+trainer.accumulate_grad_batches=2",
-    "hardware.precision=bf16-mixed",
+    "trainer.precision=bf16-mixed",
+    "hardware=ddp_cpu",
     "trainer.limit_val_batches=1",
     "DEV",
     "data.eval_batch_size=7",

@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from hate_compress.summary import (
-    STAGE_ORDER,
     eval_split,
     final_stage,
     fmt,
+    stage_order,
     stage_row,
     table_columns,
 )
@@ -105,7 +105,7 @@ def stage_pareto_figures(metrics: Mapping) -> list[tuple[str, Any]]:
     from hate_compress.report_plots import plot_pareto
 
     rows = []
-    for stage in STAGE_ORDER:
+    for stage in stage_order(metrics):
         values = metrics.get(stage)
         if not isinstance(values, dict) or values.get("skipped"):
             continue
@@ -176,8 +176,7 @@ def examples_html(run_dir: Path, metrics: Mapping) -> str:
 
 
 def forgetting_html(metrics: Mapping) -> str:
-    stages = [s for s in STAGE_ORDER if isinstance(metrics.get(s), dict)
-              and metrics[s].get("forgetting")]
+    stages = [s for s in stage_order(metrics) if metrics[s].get("forgetting")]
     if not stages:
         return ""
     parts = ["<h2>What was forgotten</h2>"]
@@ -204,9 +203,9 @@ def run_report_html(run_dir: str | Path, metrics: Mapping | None = None) -> Path
     run_dir = Path(run_dir)
     if metrics is None:
         metrics = json.loads((run_dir / "metrics.json").read_text())
-    rows = [stage_row(s, metrics[s]) for s in STAGE_ORDER if s in metrics]
+    rows = [stage_row(s, metrics[s]) for s in stage_order(metrics)]
     columns = table_columns(rows)
-    split = next((eval_split(metrics[s]) for s in STAGE_ORDER if s in metrics), "dev")
+    split = next((eval_split(metrics[s]) for s in stage_order(metrics)), "dev")
     info = metrics.get("run") or {}
     body = [f"<p class='note'>data {esc(info.get('data'))}, teacher {esc(info.get('teacher'))}, "
             f"student {esc(info.get('student'))}, kd {esc(info.get('kd'))}, prune "

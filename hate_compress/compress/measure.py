@@ -176,12 +176,47 @@ def thread_counts(threads) -> list[int]:
 def measure_latency_threads(model: nn.Module, example_inputs: Mapping[str, torch.Tensor], threads,
                             **kwargs) -> dict[str, float]:
     """`measure_latency` at every count in `threads` (see `thread_counts`)."""
+    return _over_threads(lambda count: measure_latency(model, example_inputs, threads=count,
+                                                       **kwargs), threads)
+
+
+def _over_threads(measure_at, threads) -> dict[str, float]:
     results: dict[str, float] = {}
     for i, count in enumerate(thread_counts(threads)):
         suffix = "" if i == 0 else f"_t{count}"
-        for key, value in measure_latency(model, example_inputs, threads=count, **kwargs).items():
+        for key, value in measure_at(count).items():
             results[key + suffix] = value
     return results
+
+
+def measure_text_latency(model, texts: list[str], batch_sizes: Iterable[int] = (1, 32),
+                         runs: int = 20, warmup: int = 5, threads: int = 1) -> dict[str, float]:
+    """Median `model.predict_texts` time in ms per batch size, for models that read raw text
+    (char_ngram, ensembles): featurising the text is part of their cost, so it is timed too."""
+    if runs < MIN_RUNS:
+        raise ConfigError(f"measure.runs={runs}: need at least {MIN_RUNS} timed runs for a median")
+    previous_threads = torch.get_num_threads()
+    results: dict[str, float] = {}
+    try:
+        torch.set_num_threads(int(threads))
+        for batch_size in batch_sizes:
+            batch = [texts[i % len(texts)] for i in range(int(batch_size))]
+            for _ in range(warmup):
+                model.predict_texts(batch)
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                model.predict_texts(batch)
+                times.append((time.perf_counter() - start) * 1000.0)
+            results[f"latency_ms_b{int(batch_size)}"] = statistics.median(times)
+    finally:
+        torch.set_num_threads(previous_threads)
+    return results
+
+
+def text_latency_threads(model, texts: list[str], threads, **kwargs) -> dict[str, float]:
+    return _over_threads(lambda count: measure_text_latency(model, texts, threads=count,
+                                                            **kwargs), threads)
 
 
 def speedup(teacher_ms: float, student_ms: float) -> float:

@@ -40,9 +40,9 @@ import torch
 from torch import nn
 
 from hate_compress.compress.quantization import Quantizer, _batch_inputs, register_quantizer
+from hate_compress.compress.steps import compression_log
 from hate_compress.errors import ConfigError, HateCompressError
-from hate_compress.kd.outputs import ModelOutputs
-from hate_compress.models.artifact import FORMAT_VERSION, compression_log, write_card
+from hate_compress.models.outputs import ModelOutputs
 from hate_compress.onnx_runtime import INPUT_NAMES, ONNX_FILE, make_session, run_logits
 
 log = logging.getLogger(__name__)
@@ -293,51 +293,6 @@ class OnnxStaticInt8(OnnxQuantizer):
 
 for _q in (OnnxFP32(), OnnxDynamicInt8(), OnnxStaticInt8()):
     register_quantizer(_q)
-
-
-def export_classifier(
-    model: nn.Module,
-    tokenizer,
-    directory: str | Path,
-    method: str,
-    options: dict,
-    example: Mapping[str, torch.Tensor],
-    *,
-    meta: dict,
-    calibration: Iterable[Mapping] | None = None,
-    input_key: str = "student",
-    scratch: str | Path | None = None,
-) -> tuple[OnnxClassifier, dict]:
-    """Write an ONNX model directory for `model` with `method`; returns the session adapter
-    and what was done (`exporter`, `optimize` fusions, calibration...).
-
-    `meta` is the card (task, label names, max_length, provenance...); the fp32 export lives in
-    `scratch` (default: beside `directory`) because only the shipped graph belongs in the dir."""
-    from hate_compress.compress.measure import count_parameters
-    from hate_compress.compress.quantization import checked_options, get_quantizer
-
-    quantizer = get_quantizer(method)
-    if getattr(quantizer, "runtime", "torch") != "onnxruntime":
-        raise ConfigError(f"quant.method={method!r} is not an ONNX method")
-    opts = checked_options(quantizer, method, options)
-    directory = Path(directory)
-    scratch = Path(scratch) if scratch else directory.parent / "onnx_fp32"
-    fp32 = export_onnx(model, scratch / ONNX_FILE, example)
-    details: dict[str, Any] = {"exporter": EXPORTER, "torch": torch.__version__}
-    if opts["optimize"]:
-        details["fused_ops"] = optimize_for_transformers(fp32, scratch / "optimized.onnx", model)
-        fp32 = scratch / "optimized.onnx"
-    directory.mkdir(parents=True, exist_ok=True)
-    details.update(quantizer.convert(fp32, directory / ONNX_FILE, opts,
-                                     list(calibration or []), input_key))
-    if tokenizer is not None:
-        tokenizer.save_pretrained(str(directory))
-    steps = compression_log(model) + [{"kind": "onnx_export", "method": method, "options": opts,
-                                       **details}]
-    write_card(directory, {"format_version": FORMAT_VERSION, "format": "onnx",
-                           "runtime": "onnxruntime", **meta, "compression": steps})
-    adapter = OnnxClassifier(directory / ONNX_FILE, count_parameters(model))
-    return adapter, {"fp32_path": str(fp32), **details}
 
 
 # ---------------------------------------------------------------------------------------------

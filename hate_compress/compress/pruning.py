@@ -22,6 +22,7 @@ Methods:
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 import math
@@ -33,6 +34,7 @@ from lightning.pytorch.callbacks import Callback
 from torch import Tensor, nn
 from torch.nn.utils import prune as torch_prune
 
+from hate_compress.compress.masks import make_permanent
 from hate_compress.compress.pruning_structured import (
     SCOPES as STRUCTURED_SCOPES,
 )
@@ -41,20 +43,16 @@ from hate_compress.compress.pruning_structured import (
     transformer_blocks,
 )
 from hate_compress.errors import ConfigError
-from hate_compress.models.artifact import make_permanent
+from hate_compress.registry import Registry, with_defaults
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "PRUNERS", "Pruner", "MagnitudePruner", "GradualPruner", "WandaPruner", "StructuredPruner",
     "PruningCallback", "prunable_linears", "prune_model", "make_permanent", "sparsity_report",
-    "cubic_sparsity", "masks_from_scores", "apply_masks", "get_pruner", "register_pruner",
-    "structured_prune", "transformer_blocks",
+    "cubic_sparsity", "masks_from_scores", "apply_masks", "checked_options", "get_pruner",
+    "register_pruner", "structured_prune", "transformer_blocks",
 ]
-
-# keywords of the one-shot API besides scope/embeddings/head, and the gradual schedule's
-ONE_SHOT_OPTIONS = ("sequential", "head_sparsity", "ffn_sparsity")
-SCHEDULE_OPTIONS = ("initial_sparsity", "begin_step", "end_fraction", "every")
 
 Target = tuple[str, nn.Module]
 Batch = dict[str, Any]
@@ -237,15 +235,22 @@ def _batch_inputs(batch: Batch, input_key: str) -> tuple[Tensor, Tensor]:
     return ids, (torch.ones_like(ids) if mask is None else mask)
 
 
+# the options every mask-based method takes (`prune.options.*`), with their defaults
+MASK_OPTIONS = {"scope": None, "include_embeddings": False, "include_head": False}
+
+
 class Pruner:
-    """A pruning criterion; subclasses only say how important each weight is."""
+    """A pruning criterion; subclasses only say how important each weight is.
+
+    `options` are the `prune.options` keys the method accepts, with their defaults (as
+    `Quantizer.options`); keywords of `__init__` among them reach the constructor."""
 
     name: ClassVar[str] = ""
     scopes: ClassVar[tuple[str, ...]] = ("global", "layer")
     needs_calibration: ClassVar[bool] = False
     gradual: ClassVar[bool] = False  # masks follow the cubic schedule during training
     structural: ClassVar[bool] = False  # changes shapes: must run before the optimizer exists
-    options: ClassVar[tuple[str, ...]] = ()
+    options: ClassVar[dict[str, Any]] = MASK_OPTIONS
 
     def __init__(self, scope: str | None = None):
         scope = scope or self.scopes[0]
@@ -299,19 +304,25 @@ class Pruner:
             apply_masks(group, masks)
 
 
-PRUNERS: dict[str, type[Pruner]] = {}
+PRUNERS: Registry[type[Pruner]] = Registry("pruner", "prune.method")
 
 
 def register_pruner(cls: type[Pruner]) -> type[Pruner]:
-    PRUNERS[cls.name] = cls
-    return cls
+    """Make a `Pruner` subclass selectable as `prune.method=<cls.name>` (also from a plugin)."""
+    return PRUNERS.add(cls.name, cls)
+
+
+def checked_options(method: str, options: dict[str, Any], key: str = "prune") -> dict[str, Any]:
+    """`options` with the method's declared defaults filled in (an undeclared key is a
+    ConfigError). `key` prefixes the name in the message: ``prune`` for keywords,
+    ``prune.options`` for the config."""
+    return with_defaults(options, PRUNERS.get(method).options, key, f"prune.method={method!r}")
 
 
 def get_pruner(method: str, scope: str | None = None, **options: Any) -> Pruner:
-    if method not in PRUNERS:
-        raise ConfigError(f"prune.method={method!r} is not one of {sorted(PRUNERS)}")
-    cls = PRUNERS[method]
-    return cls(scope=scope, **{k: v for k, v in options.items() if k in cls.options})
+    cls = PRUNERS.get(method)
+    accepted = set(inspect.signature(cls).parameters) - {"scope"}
+    return cls(scope=scope, **{k: v for k, v in options.items() if k in accepted})
 
 
 @register_pruner
@@ -327,6 +338,9 @@ class MagnitudePruner(Pruner):
 class GradualPruner(MagnitudePruner):
     name = "gradual"
     gradual = True
+    # the cubic schedule (see `PruningCallback`); in one shot they have no steps to act on
+    options = {**MASK_OPTIONS, "initial_sparsity": 0.0, "begin_step": 0, "end_fraction": 0.75,
+               "every": None}
 
 
 @register_pruner
@@ -336,7 +350,7 @@ class WandaPruner(Pruner):
     name = "wanda"
     scopes = ("row", "layer")
     needs_calibration = True
-    options = ("sequential",)
+    options = {**MASK_OPTIONS, "sequential": True, "calibration_batches": 8}
 
     def __init__(self, scope: str | None = None, sequential: bool = True):
         super().__init__(scope)
@@ -412,6 +426,7 @@ class StructuredPruner(Pruner):
     name = "structured"
     scopes = STRUCTURED_SCOPES
     structural = True
+    options = {"scope": None, "head_sparsity": None, "ffn_sparsity": None}
 
     def run(self, model: nn.Module, sparsity: float, *, head_sparsity: float | None = None,
             ffn_sparsity: float | None = None, **_: Any) -> dict:
@@ -448,16 +463,13 @@ def prune_model(
     ``gradual`` takes its schedule options too, but with no steps it prunes to `sparsity` at once.
     """
     sparsity = _check_fraction(sparsity, "prune.sparsity")
-    allowed = set(ONE_SHOT_OPTIONS) | (set(SCHEDULE_OPTIONS) if method == "gradual" else set())
-    unknown = sorted(set(kw) - allowed)
-    if unknown:  # a typo must not silently fall back to a default
-        raise ConfigError(f"prune.{unknown[0]} is not a pruning option")
+    checked_options(method, kw)
     pruner = get_pruner(method, scope, **kw)
     if pruner.gradual:
         # a schedule over zero training steps ends where it ends: the final sparsity, at once
         log.info("prune.method=%s without fine-tune steps: pruning to the final sparsity %.3f "
                  "in one shot (the schedule options have no steps to act on)", method, sparsity)
-        kw = {k: v for k, v in kw.items() if k not in SCHEDULE_OPTIONS}
+        kw = {k: v for k, v in kw.items() if k not in set(pruner.options) - set(MASK_OPTIONS)}
     batches = None
     if pruner.needs_calibration:
         if calibration_batches is None:
@@ -534,41 +546,31 @@ class PruningCallback(Callback):
     assumed long pre-training runs, fine-tunes are often only a few hundred steps.
     """
 
-    def __init__(
-        self,
-        method: str,
-        sparsity: float,
-        *,
-        scope: str | None = None,
-        initial_sparsity: float = 0.0,
-        begin_step: int = 0,
-        end_fraction: float = 0.75,
-        every: int | None = None,
-        calibration_batches: int = 8,
-        include_embeddings: bool = False,
-        include_head: bool = False,
-        head_sparsity: float | None = None,
-        ffn_sparsity: float | None = None,
-        sequential: bool = True,
-        permanent: bool = True,
-    ):
+    def __init__(self, method: str, sparsity: float, *, permanent: bool = True, **options: Any):
+        """`options` are the method's declared `Pruner.options` (`prune.options` in configs)."""
         self.sparsity = _check_fraction(sparsity, "prune.sparsity")
-        self.pruner = get_pruner(method, scope, sequential=sequential)
-        self.initial_sparsity = _check_fraction(initial_sparsity, "prune.initial_sparsity")
-        if self.initial_sparsity > self.sparsity:
-            raise ConfigError(f"prune.initial_sparsity={initial_sparsity} is above "
-                              f"prune.sparsity={sparsity}")
-        self.begin_step = _check_int(begin_step, "prune.begin_step", 0)
-        self.end_fraction = _check_fraction(end_fraction, "prune.end_fraction", low_open=True,
-                                            high_closed=True)
-        self.every = None if every is None else _check_int(every, "prune.every", 1)
-        self.calibration_batches = _check_int(calibration_batches, "prune.calibration_batches", 1)
-        self.head_sparsity = (None if head_sparsity is None
-                              else _check_fraction(head_sparsity, "prune.head_sparsity"))
-        self.ffn_sparsity = (None if ffn_sparsity is None
-                             else _check_fraction(ffn_sparsity, "prune.ffn_sparsity"))
-        self.include_embeddings = include_embeddings
-        self.include_head = include_head
+        opts = checked_options(method, options)
+        self.pruner = get_pruner(method, **opts)
+        self.initial_sparsity = self.begin_step = self.end_fraction = self.every = None
+        if self.pruner.gradual:
+            self.initial_sparsity = _check_fraction(opts["initial_sparsity"],
+                                                    "prune.initial_sparsity")
+            if self.initial_sparsity > self.sparsity:
+                raise ConfigError(f"prune.initial_sparsity={opts['initial_sparsity']} is above "
+                                  f"prune.sparsity={sparsity}")
+            self.begin_step = _check_int(opts["begin_step"], "prune.begin_step", 0)
+            self.end_fraction = _check_fraction(opts["end_fraction"], "prune.end_fraction",
+                                                low_open=True, high_closed=True)
+            every = opts["every"]
+            self.every = None if every is None else _check_int(every, "prune.every", 1)
+        self.calibration_batches = (
+            _check_int(opts["calibration_batches"], "prune.calibration_batches", 1)
+            if self.pruner.needs_calibration else None)
+        self.head_sparsity, self.ffn_sparsity = (
+            None if opts.get(k) is None else _check_fraction(opts[k], f"prune.{k}")
+            for k in ("head_sparsity", "ffn_sparsity"))
+        self.include_embeddings = opts.get("include_embeddings", False)
+        self.include_head = opts.get("include_head", False)
         self.permanent = permanent
         self.current_sparsity: float | None = None  # last target applied
         self.report: dict | None = None

@@ -30,13 +30,9 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from hate_compress.compress.masks import make_permanent
+from hate_compress.compress.steps import Restorer, record_compression, register_restorer
 from hate_compress.errors import ConfigError, ModelLoadError
-from hate_compress.models.artifact import (
-    Restorer,
-    make_permanent,
-    record_compression,
-    register_restorer,
-)
 
 KIND = "structured_prune"
 SCOPES = ("layer", "global")

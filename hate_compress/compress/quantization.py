@@ -40,13 +40,14 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from hate_compress.errors import ConfigError, HateCompressError, ModelLoadError
-from hate_compress.models.artifact import (
+from hate_compress.compress.steps import (
     Restorer,
     compression_log,
     record_compression,
     register_restorer,
 )
+from hate_compress.errors import ConfigError, HateCompressError, ModelLoadError
+from hate_compress.registry import Registry, with_defaults
 
 STEP_PREFIX = "quant_"
 
@@ -506,12 +507,13 @@ class BF16(Cast):
     dtype = torch.bfloat16
 
 
-QUANTIZERS: dict[str, Quantizer] = {}
+QUANTIZERS: Registry[Quantizer] = Registry("quantizer", "quant.method")
 
 
 def register_quantizer(q: Quantizer) -> None:
-    """Make `q` selectable as `quant.method`; torch methods also get a restorer for reloading."""
-    QUANTIZERS[q.name] = q
+    """Make `q` selectable as `quant.method` (also from a plugin); torch methods also get a
+    restorer for reloading."""
+    QUANTIZERS.add(q.name, q)
     if q.name != "none" and q.runtime == "torch":
         register_restorer(STEP_PREFIX + q.name,
                           Restorer(rebuild=q.rebuild, pack=pack_state, unpack=unpack_state))
@@ -522,25 +524,18 @@ for _q in (NoQuantization(), DynamicInt8(), StaticInt8(), NF4(), FP16(), BF16())
 
 
 def get_quantizer(method: str) -> Quantizer:
-    if method not in QUANTIZERS:
-        raise ConfigError(f"quant.method={method!r} is not one of {sorted(QUANTIZERS)}")
-    return QUANTIZERS[method]
+    return QUANTIZERS.get(method)
 
 
 def checked_options(quantizer: Quantizer, method: str, options: Mapping[str, Any]) -> dict:
     """The method's options with defaults filled in; unknown options are a ConfigError and a
     method that cannot run here raises QuantizationUnavailable (so the stage is skipped)."""
-    unknown = sorted(set(options) - set(quantizer.options))
-    if unknown:
-        raise ConfigError(
-            f"quant.{unknown[0]} is not an option of quant.method={method!r} "
-            f"(options: {sorted(quantizer.options) or 'none'})"
-        )
+    opts = with_defaults(options, quantizer.options, "quant", f"quant.method={method!r}")
     if method != "none":
         reason = quantizer.unavailable()
         if reason is not None:
             raise QuantizationUnavailable(f"quant.method={method}: {reason}")
-    return {**quantizer.options, **options}
+    return opts
 
 
 def quantize_model(

@@ -74,8 +74,10 @@ class HateDataModule(pl.LightningDataModule):
         eval_batch_size: int = 64,
         num_workers: int = 0,
         name: str | None = None,
+        licence: str | None = None,
     ):
         super().__init__()
+        self.licence = licence  # not used for training: model cards state what the data allows
         self.schema = DataSchema(
             text_column=text_column, task=task, label_column=label_column, label_columns=label_columns,
             label_delimiter=label_delimiter, label_names=label_names, positive_label=positive_label,

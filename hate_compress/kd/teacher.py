@@ -1,9 +1,10 @@
 """Where a student's teacher outputs come from: a live frozen teacher, or a disk cache.
 
-With only logit (and pooled-hidden) terms the teacher's outputs on the training set do not
-change between epochs, students or runs, so they are computed once and stored in safetensors,
-keyed by a hash of the teacher weights, the token ids of every cached split and the pooling.
-Token-level hidden or attention terms (or augmented data) need the live teacher.
+With only logit, head-input (pooled) and pooled-hidden terms the teacher's outputs on the
+training set do not change between epochs, students or runs, so they are computed once and
+stored in safetensors, keyed by a hash of the teacher weights, the token ids of every cached
+split and the pooling. Token-level hidden or attention terms (or augmented data) need the live
+teacher. Which is which follows from each loss term's declared `needs` (`CACHEABLE_NEEDS`).
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from hate_compress.data.datamodule import tokenizer_config
-from hate_compress.kd.outputs import ModelOutputs
 from hate_compress.models.classifier import HateClassifier, pool
+from hate_compress.models.outputs import ModelOutputs
 from hate_compress.storage import CACHE_KEY, writing
 
 log = logging.getLogger(__name__)
 
-CACHEABLE_NEEDS = frozenset({"teacher_logits", "teacher_pooled"})
+#: The loss-term needs (`hate_compress.kd.terms.NEEDS`) a `CachedTeacher` serves: logits, the
+#: head input (`pooled`) and per-layer hidden states pooled per sequence.
+CACHEABLE_NEEDS = frozenset({"teacher_logits", "teacher_pooled", "pooled_hidden_states"})
 
 
 def freeze(model: HateClassifier) -> HateClassifier:
@@ -71,6 +74,9 @@ def cache_key(*parts: str) -> str:
 
 # the splits whose teacher outputs are cached (test is only evaluated, by the live teacher)
 CACHED_SPLITS = ("train", "dev")
+# what a cache file holds per split; part of the key, so files written before `head` existed
+# (they lack the head input) are never served
+CACHE_LAYOUT = "logits+head+pooled"
 
 
 def outputs_key(weights: Path, data, input_key: str, tokenizer, pooling: str | None) -> str:
@@ -80,7 +86,8 @@ def outputs_key(weights: Path, data, input_key: str, tokenizer, pooling: str | N
     (`token_fingerprint`: tokenizer, max_length, truncation); plus the weights, the pooling and
     the batch sizes (padding width). Keying on train alone once served another dev set's logits."""
     parts = [file_sha256(weights), tokenizer_fingerprint(tokenizer), f"max_length={data.max_length}",
-             f"pooling={pooling}", f"batches={data.batch_size}/{data.eval_batch_size}"]
+             f"pooling={pooling}", f"batches={data.batch_size}/{data.eval_batch_size}",
+             f"layout={CACHE_LAYOUT}"]
     for split in CACHED_SPLITS:
         parts += [split, data.fingerprint(split), data.token_fingerprint(input_key, split)]
     return cache_key(*parts)
@@ -117,13 +124,14 @@ class CachedTeacher:
         freeze(teacher)
         tensors: dict[str, Tensor] = {}
         for split, loader in loaders.items():
-            logits, pooled, order = [], [], []
+            logits, head, pooled, order = [], [], [], []
             with torch.no_grad():
                 for batch in loader:
                     inputs = batch["inputs"][key]
                     out = teacher(inputs["input_ids"], inputs["attention_mask"],
                                   output_hidden_states=pooling is not None)
                     logits.append(out.logits.float())
+                    head.append(out.pooled.float())
                     order.append(batch["idx"])
                     if pooling is not None:
                         pooled.append(torch.stack(
@@ -134,6 +142,7 @@ class CachedTeacher:
             inverse = torch.empty_like(idx)
             inverse[idx] = torch.arange(len(idx))
             tensors[f"{split}.logits"] = torch.cat(logits)[inverse].contiguous()
+            tensors[f"{split}.head"] = torch.cat(head)[inverse].contiguous()
             if pooling is not None:
                 tensors[f"{split}.pooled"] = torch.cat(pooled)[inverse].contiguous()
         tmp = path.with_suffix(f".tmp{os.getpid()}")  # parallel workers never share a temp file
@@ -159,7 +168,8 @@ class CachedTeacher:
             layers = self.tensors[f"{split}.pooled"][idx]  # (B, L+1, H)
             hidden = tuple(layers[:, i : i + 1] for i in range(layers.shape[1]))
         mask = torch.ones(len(idx), 1, dtype=torch.long)
-        return ModelOutputs(logits=logits, attention_mask=mask, pooled=None, hidden_states=hidden)
+        return ModelOutputs(logits=logits, attention_mask=mask,
+                            pooled=self.tensors[f"{split}.head"][idx], hidden_states=hidden)
 
 
 def _num_examples(loader) -> int:

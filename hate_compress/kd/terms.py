@@ -8,24 +8,40 @@ before the first batch whether to ask the models for hidden states / attentions 
 whether the teacher can be replaced by a logits cache (speed); declaring it per term makes that
 decision automatic and correct.
 
-Adding a term — ``hate_compress/kd/terms_extra.py`` (any imported module)::
+Adding a term — in any module that is imported, e.g. your own ``my_terms.py`` listed in the
+config as ``plugins=[my_terms]`` (imported before the config is checked; no edit of this
+package)::
+
+    import torch.nn.functional as F
+    from torch import Tensor
+
+    from hate_compress.kd.context import LossContext
+    from hate_compress.kd.terms import LossTerm, register_term
+
 
     @register_term("pooled_cos")
     class PooledCosine(LossTerm):
-        '''Align the head inputs; cheap, and tokenizer-agnostic.'''
+        '''Texts the teacher sees as alike should look alike to the student: match the
+        cosine similarities between a batch's head inputs (cheap; any widths, any tokenizers).'''
 
         needs = frozenset({"teacher_pooled"})
 
         def forward(self, ctx: LossContext) -> Tensor:
-            s, t = ctx.student.pooled, ctx.teacher.pooled.detach()
-            return (1 - F.cosine_similarity(s.float(), t.float(), dim=-1)).mean()
+            s = F.normalize(ctx.student.pooled.float(), dim=-1)
+            t = F.normalize(ctx.teacher.pooled.detach().float(), dim=-1)
+            return F.mse_loss(s @ s.T, t @ t.T)
 
-and ``conf/kd/pooled_cos.yaml``::
+and ``conf/kd/pooled_cos.yaml`` (or the same on the command line,
+``plugins=[my_terms] '+kd.terms.pooled_cos={weight: 0.5}'``)::
 
     name: pooled_cos
     alpha: 0.5
     temperature: 2.0
     terms: {logit: {}, pooled_cos: {weight: 0.5}}
+
+``needs`` also decides whether the teacher's outputs can come from the disk cache
+(`hate_compress.kd.teacher.CACHEABLE_NEEDS`): ``teacher_logits`` and ``teacher_pooled`` can, so
+this term trains with ``kd.cache=true`` without running the teacher every step.
 
 Keyword arguments of ``__init__`` become the term's YAML options (``weight`` is reserved for the
 composite). Override ``from_config`` only if the term needs run facts such as model sizes.
@@ -45,10 +61,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from hate_compress.errors import ConfigError
+from hate_compress.kd.context import TASKS, LossContext
 from hate_compress.kd.layer_map import LayerPair, parse_layer_map
-from hate_compress.kd.outputs import TASKS, LossContext, ModelOutputs
+from hate_compress.models.outputs import ModelOutputs
+from hate_compress.registry import Registry
 
 __all__ = [
+    "HIDDEN_NEEDS",
     "NEEDS",
     "TERMS",
     "AttentionTerm",
@@ -65,14 +84,19 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Everything a term may ask for. Any of these implies a teacher; only ``{"teacher_logits"}``
-#: can be served from a logits cache, the rest need the teacher to run live.
-NEEDS = frozenset({"teacher_logits", "teacher_pooled", "hidden_states", "attentions"})
+#: Everything a term may ask for. Any of these implies a teacher. ``pooled_hidden_states`` is
+#: ``hidden_states`` compared per sequence (pooled, as the term's ``pooling`` attribute says),
+#: not token by token; which of these the teacher-output cache can serve is
+#: `hate_compress.kd.teacher.CACHEABLE_NEEDS`.
+NEEDS = frozenset({"teacher_logits", "teacher_pooled", "hidden_states", "pooled_hidden_states",
+                   "attentions"})
+#: The needs that make a model return its per-layer hidden states.
+HIDDEN_NEEDS = frozenset({"hidden_states", "pooled_hidden_states"})
 
 #: The two terms whose balance is set by ``kd.alpha`` rather than by a per-term weight.
 HARD, SOFT = "ce", "logit"
 
-TERMS: dict[str, type[LossTerm]] = {}
+TERMS: Registry[type[LossTerm]] = Registry("loss term", "kd.terms.{name}")
 
 _T = TypeVar("_T", bound="type[LossTerm]")
 
@@ -86,13 +110,8 @@ def register_term(name: str) -> Callable[[_T], _T]:
         bad = set(cls.needs) - NEEDS
         if bad:
             raise TypeError(f"{cls.__qualname__}.needs has unknown item(s) {sorted(bad)}; allowed: {sorted(NEEDS)}")
-        old = TERMS.get(name)
-        # Re-registering the same class (module reload, notebooks) is harmless; two different
-        # classes fighting over one name would make configs silently mean something else.
-        if old is not None and (old.__module__, old.__qualname__) != (cls.__module__, cls.__qualname__):
-            raise ValueError(f"loss term {name!r} is already registered by {old.__module__}.{old.__qualname__}")
+        TERMS.add(name, cls)
         cls.name = name
-        TERMS[name] = cls
         return cls
 
     return decorate
@@ -100,7 +119,7 @@ def register_term(name: str) -> Callable[[_T], _T]:
 
 def build_term(name: str, **kwargs: Any) -> LossTerm:
     """Instantiate a registered term, turning config typos into one-line ``ConfigError``s."""
-    cls = _lookup(name)
+    cls = TERMS.get(name)
     _bind(cls, kwargs, f"kd.terms.{name}")
     return cls(**kwargs)
 
@@ -296,10 +315,14 @@ class HiddenTerm(_LayerMatchTerm):
     def from_config(cls, cfg: Mapping[str, Any], build: TermBuildContext) -> LossTerm:
         check_tokenizer_needs(cls.name, cfg, build.shared_tokenizer)
         (sl, sh), (tl, th) = build.student_dims, _teacher_dims(build, cls.name)
-        return _construct(cls, cfg, {
+        term = _construct(cls, cfg, {
             "student_layers": ("student_dims", sl), "teacher_layers": ("teacher_dims", tl),
             "student_hidden": ("student_dims", sh), "teacher_hidden": ("teacher_dims", th),
         })
+        token = build.shared_tokenizer if term.token_level == "auto" else term.token_level
+        if token is False:  # known to compare pooled vectors only: a cache can serve them
+            term.needs = frozenset({"pooled_hidden_states"})
+        return term
 
     def forward(self, ctx: LossContext) -> Tensor:
         teacher = self._teacher(ctx)
@@ -562,7 +585,7 @@ def build_composite_loss(
         if not isinstance(opts, Mapping):
             raise ConfigError(f"kd.terms.{name} must be a mapping of options, got {opts!r}")
         opts = dict(opts)
-        cls = _lookup(name)
+        cls = TERMS.get(name)
         if "weight" in opts:
             weights[name] = opts.pop("weight")  # CompositeLoss validates (and rejects it on ce/logit)
         if cls.needs and teacher_dims is None:
@@ -575,15 +598,6 @@ def build_composite_loss(
 
 
 # ---------------------------------------------------------------- helpers
-
-
-def _lookup(name: str) -> type[LossTerm]:
-    try:
-        return TERMS[name]
-    except (KeyError, TypeError):
-        raise ConfigError(
-            f"kd.terms.{name}: unknown loss term; registered terms: {', '.join(sorted(TERMS))}"
-        ) from None
 
 
 def _bind(cls: type[LossTerm], kwargs: Mapping[str, Any], key: str) -> None:

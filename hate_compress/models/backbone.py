@@ -8,6 +8,7 @@ reruns and other runs reuse it instead of retraining it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -69,9 +70,77 @@ def load_pretrained_encoder(
         )
         if attn_implementation:
             kwargs["attn_implementation"] = attn_implementation
-        return drop_pooler(AutoModel.from_pretrained(
-            name_or_path, config=config, trust_remote_code=trust_remote_code, **kwargs
-        ))
+        with transformers_load_report_silenced():
+            encoder, info = AutoModel.from_pretrained(
+                name_or_path, config=config, trust_remote_code=trust_remote_code,
+                output_loading_info=True, **kwargs)
+    except (OSError, ValueError) as exc:
+        raise _load_error(role, name_or_path, exc) from None
+    report_encoder_load(role, name_or_path, info)
+    return drop_pooler(encoder)
+
+
+# checkpoint keys of heads we replace with our own (task heads, MLM/NSP heads) and of the
+# encoder's pooler we drop: expected to be unused, not worth a warning
+REPLACED_HEAD_PREFIXES = ("classifier.", "cls.", "lm_head.", "pre_classifier.", "qa_outputs.",
+                          "vocab_", "pooler.", "discriminator_predictions.", "generator_")
+
+
+@contextlib.contextmanager
+def transformers_load_report_silenced():
+    """transformers 5 logs a LOAD REPORT table for every key it did not use, including the
+    pretraining/classification head we replace; `report_encoder_load` says what matters."""
+    names = ("transformers.modeling_utils", "transformers.utils.loading_report")
+    loggers = [logging.getLogger(n) for n in names]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
+def report_encoder_load(role: str, name_or_path: str, info: Mapping[str, Any]) -> None:
+    """Warn only about what the user can act on: encoder weights the checkpoint lacks (they
+    start random) and unused keys that are not a replaced head."""
+    def strip(key: str) -> str:
+        return key.split(".", 1)[1] if key.split(".", 1)[0] in ("bert", "roberta", "electra",
+                                                                  "distilbert", "xlm_roberta") else key
+
+    missing = [k for k in info.get("missing_keys", ()) if not strip(k).startswith("pooler.")
+               and not k.endswith("position_ids")]
+    unexpected = [k for k in info.get("unexpected_keys", ()) if not strip(k).startswith(REPLACED_HEAD_PREFIXES)]
+    if missing:
+        log.warning("%s model '%s': %d encoder weight(s) not in the checkpoint start random "
+                    "(e.g. %s); is it the right checkpoint?", role, name_or_path, len(missing),
+                    ", ".join(sorted(missing)[:3]))
+    if unexpected:
+        log.warning("%s model '%s': %d checkpoint weight(s) unused (e.g. %s)", role, name_or_path,
+                    len(unexpected), ", ".join(sorted(unexpected)[:3]))
+
+
+def resolve_encoder_config(backbone: Mapping[str, Any], *, role: str):
+    """The encoder's HF config without its weights: proves a pretrained model resolves (path,
+    hub or local cache) in seconds, before a run spends hours on the stages in front of it."""
+    name_or_path, scratch = backbone.get("name_or_path"), backbone.get("scratch")
+    if bool(name_or_path) == bool(scratch):
+        raise ConfigError(
+            f"{role}.backbone: set exactly one of name_or_path (pretrained) or scratch (random init)"
+        )
+    if scratch:
+        arch = dict(scratch)
+        try:
+            return AutoConfig.for_model(arch.pop("model_type", "bert"), **arch)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{role}.backbone.scratch: invalid architecture {dict(scratch)}: {exc}") from None
+    kwargs = _hub_kwargs(name_or_path, role)
+    if backbone.get("revision"):
+        kwargs["revision"] = backbone["revision"]
+    try:
+        return AutoConfig.from_pretrained(
+            name_or_path, trust_remote_code=bool(backbone.get("trust_remote_code", False)), **kwargs)
     except (OSError, ValueError) as exc:
         raise _load_error(role, name_or_path, exc) from None
 

@@ -1,8 +1,8 @@
 """The classifier every stage trains, distils, prunes and quantizes: encoder + pooling + MLP head.
 
 Teacher and student share this one class, so KD, compression, export and prediction never need
-to know which backbone is inside. The head is the walkthrough's MLP (Linear-ReLU-Dropout-Linear)
-over the [CLS] vector or the mask-aware mean of the last hidden layer.
+to know which backbone is inside. The head is a small MLP (Linear-ReLU-Dropout-Linear, width
+`head.hidden`) rather than one Linear layer, over the [CLS] vector or the mask-aware mean of the last hidden layer.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from hate_compress.errors import ConfigError
-from hate_compress.kd.outputs import ModelOutputs
+from hate_compress.models.outputs import ModelOutputs
 
 POOLINGS = ("cls", "mean")
 

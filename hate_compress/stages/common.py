@@ -12,13 +12,13 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from hate_compress.artifacts import ModelCard, save_classifier
 from hate_compress.kd.terms import build_composite_loss
-from hate_compress.models.artifact import ModelCard, save_classifier
 from hate_compress.models.backbone import build_backbone
 from hate_compress.models.classifier import HateClassifier
 from hate_compress.run import Run, Trained
 from hate_compress.storage import OUTPUT_KEY, writing
-from hate_compress.training.module import ClassifierModule
+from hate_compress.training.module import ClassifierModule, build_optimizer
 from hate_compress.training.trainer import load_best_weights, make_trainer, resume_path
 
 log = logging.getLogger(__name__)
@@ -32,8 +32,13 @@ def build_classifier(run: Run, role: str) -> tuple:
     """`(HateClassifier, tokenizer)` for the `teacher` or `student` config group (attention KD
     switches to eager attention afterwards, only when a term really compares attention maps)."""
     role_cfg = run.cfg[role]
+    backbone = plain(role_cfg.backbone)
+    if backbone.get("tokenizer") == "teacher" and run.teacher is not None \
+            and getattr(run.teacher.model, "text_level", False):
+        # a text-level teacher (char_ngram, ensemble) has no tokenizer to share
+        backbone["tokenizer"] = plain(run.cfg.teacher.student_tokenizer)
     encoder, tokenizer = build_backbone(
-        plain(role_cfg.backbone), role=role, train_texts=run.data.train_texts,
+        backbone, role=role, train_texts=run.data.train_texts,
         cache_dir=run.cfg.paths.cache_dir,
         teacher_tokenizer=run.teacher.tokenizer if run.teacher else None,
     )
@@ -43,15 +48,25 @@ def build_classifier(run: Run, role: str) -> tuple:
     return model, tokenizer
 
 
-def model_card(run: Run, metrics: dict | None = None, **extra) -> ModelCard:
+def about(run: Run, artifact: str) -> dict:
+    """What the model card says about where an artifact comes from (hate_compress/models/card.py)."""
+    data = plain(run.cfg.data)
+    keys = ("name", "licence", "train_file", "dev_file", "test_file", "dev_size", "test_size", "split_seed")
+    roles = {role: {"name": run.cfg[role].get("name"), "backbone": plain(run.cfg[role].backbone)}
+             for role in ("teacher", "student") if run.cfg.get(role) is not None}
+    return {"artifact": artifact, "data": {k: data.get(k) for k in keys}, **roles}
+
+
+def model_card(run: Run, metrics: dict | None = None, artifact: str = "model", **extra) -> ModelCard:
     return ModelCard(task=run.data.task, label_names=list(run.data.label_names),
                      positive_label=run.data.schema.positive_label, max_length=run.data.max_length,
-                     metrics=metrics or {}, extra=extra)
+                     metrics=metrics or {}, extra={"about": about(run, artifact), **extra})
 
 
 def save(run: Run, trained: Trained, directory: Path, setting: str = OUTPUT_KEY, **extra) -> Trained:
+    card = model_card(run, artifact=trained.name, **extra)
     with writing(directory, setting):
-        save_classifier(trained.model, directory, trained.tokenizer, model_card(run, **extra))
+        save_classifier(trained.model, directory, trained.tokenizer, card)
     trained.path = directory
     return trained
 
@@ -82,14 +97,16 @@ def fit(
 ) -> ClassifierModule:
     """Train `trained.model` in place; resumes from the stage's `last.ckpt` when asked."""
     stage_dir = run.stage_dir(stage)
+    # Lightning keeps each module's train/eval mode; a model reloaded from disk (a stored
+    # teacher fine-tuned by pruning) is in eval mode and would train without dropout
+    trained.model.train()
     if train_cfg.get("freeze_encoder"):
         trained.model.freeze_encoder()
     module = ClassifierModule(
         trained.model, loss, task=run.data.task, label_names=run.data.label_names,
         positive_index=run.data.positive_index, input_key=trained.key,
         teacher_source=teacher_source, shared_tokenizer=shared_tokenizer,
-        lr=float(lr if lr is not None else train_cfg.lr),
-        weight_decay=float(train_cfg.weight_decay), warmup_ratio=float(train_cfg.warmup_ratio),
+        optimizer=build_optimizer(train_cfg, lr), warmup_ratio=float(train_cfg.warmup_ratio),
         stage=stage,
     )
     trainer = make_trainer(run.cfg, stage_dir, max_epochs=int(epochs or train_cfg.epochs),

@@ -56,7 +56,7 @@ def finetune_loss(run: Run, trained: Trained):
     return loss, source, shared
 
 
-@register_stage("prune")
+@register_stage("prune", rank=20)
 def prune_stage(run: Run) -> None:
     cfg = run.cfg.prune
     if cfg.method == "none":
@@ -84,7 +84,7 @@ def prune_stage(run: Run) -> None:
     })
 
 
-@register_stage("quant")
+@register_stage("quant", rank=30)
 def quant_stage(run: Run) -> None:
     cfg = run.cfg.quant
     if cfg.method == "none":

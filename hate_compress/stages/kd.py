@@ -7,9 +7,11 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from hate_compress.artifacts import encoder_config
 from hate_compress.errors import ConfigError
 from hate_compress.evaluation import measure_stage, score
 from hate_compress.kd.teacher import (
+    CACHEABLE_NEEDS,
     CACHED_SPLITS,
     CachedTeacher,
     LiveTeacher,
@@ -17,8 +19,9 @@ from hate_compress.kd.teacher import (
     outputs_key,
     tokenizer_fingerprint,
 )
-from hate_compress.kd.terms import check_tokenizer_needs
-from hate_compress.models.backbone import build_tokenizer
+from hate_compress.kd.terms import HIDDEN_NEEDS, build_composite_loss, check_tokenizer_needs
+from hate_compress.kd.text_teacher import is_text_level, text_teacher_source
+from hate_compress.models.backbone import build_tokenizer, resolve_encoder_config
 from hate_compress.run import Run, Trained, register_preflight, register_stage
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
 
@@ -29,29 +32,25 @@ def shares_tokenizer(a, b) -> bool:
     return tokenizer_fingerprint(a) == tokenizer_fingerprint(b)
 
 
-def hidden_is_pooled(loss, shared: bool) -> bool:
-    hidden = loss.terms["hidden"] if "hidden" in loss.terms else None
-    if hidden is None:
-        return False
-    token = shared if hidden.token_level == "auto" else hidden.token_level
-    return not token
-
-
 def teacher_source(run: Run, loss, shared: bool) -> TeacherSource:
-    """Live teacher, plus a disk cache of its outputs when no term needs it token by token."""
+    """Live teacher, plus a disk cache of its outputs when every term's needs are cacheable."""
     needs = loss.needs
     teacher = run.teacher
+    if is_text_level(teacher.model):  # logits from the raw texts, every split (preflight
+        return text_teacher_source(run)  # rejected the terms that would need more)
     if "attentions" in needs:
         teacher.model.use_eager_attention()
-    live = LiveTeacher(teacher.model, teacher.key, hidden="hidden_states" in needs,
+    live = LiveTeacher(teacher.model, teacher.key, hidden=bool(needs & HIDDEN_NEEDS),
                        attentions="attentions" in needs)
-    cacheable = "attentions" not in needs and (
-        "hidden_states" not in needs or hidden_is_pooled(loss, shared))
+    # one cache file holds one pooling of the hidden states
+    poolings = {t.pooling for t in loss.terms.values() if "pooled_hidden_states" in t.needs}
+    cacheable = needs <= CACHEABLE_NEEDS and len(poolings) <= 1
     if not (run.cfg.kd.get("cache", True) and cacheable and teacher.path is not None):
         if run.cfg.kd.get("cache", True) and not cacheable:
-            log.info("[kd] token-level terms need the live teacher: teacher output cache off")
+            log.info("[kd] %s need the live teacher: teacher output cache off",
+                     ", ".join(sorted(needs - CACHEABLE_NEEDS)) or "two hidden poolings")
         return TeacherSource(live)
-    pooling = loss.terms["hidden"].pooling if "hidden_states" in needs else None
+    pooling = next(iter(poolings), None)
     key = outputs_key(Path(teacher.path) / "model.safetensors", run.data, teacher.key,
                       teacher.tokenizer, pooling)
     loaders = {split: run.data.dataloader(split) for split in CACHED_SPLITS}
@@ -60,7 +59,47 @@ def teacher_source(run: Run, loss, shared: bool) -> TeacherSource:
     return TeacherSource(live, cache)
 
 
+def encoder_shape(config) -> tuple[int, int]:
+    """(layers, hidden size) of an HF encoder config."""
+    layers = getattr(config, "num_hidden_layers", getattr(config, "n_layers", 0))
+    return int(layers), int(config.hidden_size)
+
+
+def approx_encoder_params(config) -> int:
+    """Embeddings plus ~12*H^2 per transformer layer: enough to tell which model is bigger."""
+    layers, hidden = encoder_shape(config)
+    return 12 * layers * hidden * hidden + int(getattr(config, "vocab_size", 0) or 0) * hidden
+
+
+def teacher_encoder_config(run: Run):
+    checkpoint = run.cfg.teacher.get("checkpoint")
+    if checkpoint:
+        return encoder_config(Path(checkpoint).expanduser())
+    return resolve_encoder_config(plain(run.cfg.teacher.backbone), role="teacher")
+
+
+def check_kd_models(run: Run) -> None:
+    """Before the teacher trains: the student (and teacher) resolve, and every KD term accepts
+    their shapes (layer maps, hidden projections), so a bad `student.backbone.name_or_path` or
+    an impossible term costs seconds, not a trained teacher. Also warns when the "student" is
+    the bigger model: a swapped teacher/student pair looks like a run that merely did badly."""
+    teacher = teacher_encoder_config(run)  # first: the teacher is what would run first
+    student = resolve_encoder_config(plain(run.cfg.student.backbone), role="student")
+    build_composite_loss(plain(run.cfg.kd), task=run.data.task, num_labels=run.data.num_labels,
+                         student_dims=encoder_shape(student), teacher_dims=encoder_shape(teacher))
+    if approx_encoder_params(student) > approx_encoder_params(teacher):
+        log.warning("student %s (%d layers x %d) is larger than teacher %s (%d layers x %d): "
+                    "distillation is meant to go from a larger model to a smaller one; are "
+                    "teacher= and student= swapped?", run.cfg.student.name, *encoder_shape(student),
+                    run.cfg.teacher.name, *encoder_shape(teacher))
+
+
 @register_preflight("kd")
+def preflight_kd(run: Run) -> None:
+    check_kd_models(run)
+    check_kd_tokenizers(run)
+
+
 def check_kd_tokenizers(run: Run) -> None:
     """Before the teacher trains: reject KD terms that compare tokens one by one when the
     teacher's and the student's tokenizers differ (hours of teacher training would otherwise
@@ -85,17 +124,22 @@ def check_kd_tokenizers(run: Run) -> None:
         check_tokenizer_needs(name, opts, shared)
 
 
-@register_stage("kd")
+@register_stage("kd", rank=10)
 def kd_stage(run: Run) -> None:
     if run.teacher is None:
         raise ConfigError("stages: kd needs the teacher stage before it (e.g. stages=[teacher,kd])")
     model, tokenizer = build_classifier(run, "student")
-    shared = shares_tokenizer(tokenizer, run.teacher.tokenizer)
+    text_teacher = is_text_level(run.teacher.model)
+    shared = not text_teacher and shares_tokenizer(tokenizer, run.teacher.tokenizer)
     if shared:
         tokenizer = run.teacher.tokenizer  # one tokenization serves both models
-    run.data.set_tokenizers({"teacher": run.teacher.tokenizer, "student": tokenizer})
-    if not shared:  # both now read the texts cut to what both tokenizers keep (`model_texts`):
-        run.teacher_logits = score(run, run.teacher)[1]  # agreement on the text the student sees
+    if text_teacher:  # it reads the raw texts itself: batches carry the student's tokens only
+        run.data.set_tokenizers({"student": tokenizer})
+    else:
+        run.data.set_tokenizers({"teacher": run.teacher.tokenizer, "student": tokenizer})
+    if not shared and not text_teacher:  # both now read the texts cut to what both
+        # tokenizers keep (`model_texts`): agreement on the text the student sees
+        run.teacher_logits = score(run, run.teacher)[1]
     log.info("[kd] student %s (%d layers x %d); tokenizer %s the teacher's",
              run.cfg.student.name, model.num_layers, model.hidden_size,
              "shared with" if shared else "differs from")

@@ -14,8 +14,10 @@ from __future__ import annotations
 import itertools
 import logging
 
-from hate_compress.compress.onnx_export import OnnxClassifier, export_classifier, teacher_reference
+from hate_compress.artifacts import export_classifier
+from hate_compress.compress.onnx_export import OnnxClassifier, teacher_reference
 from hate_compress.evaluation import example_batch, latencies, measure_stage
+from hate_compress.kd.text_teacher import is_text_level
 from hate_compress.models.classifier import predict_logits
 from hate_compress.run import Run, Trained
 from hate_compress.stages.common import model_card, plain
@@ -49,7 +51,7 @@ def export_checks(run: Run, source: Trained, fp32_path: str, shipped: OnnxClassi
 
 
 def teacher_ort_latencies(run: Run) -> dict | None:
-    if not run.cfg.measure.latency or run.teacher is None:
+    if not run.cfg.measure.latency or run.teacher is None or is_text_level(run.teacher.model):
         return None
     teacher = run.teacher
     example = example_batch(run, teacher, max(run.cfg.measure.batch_sizes))
@@ -62,7 +64,7 @@ def onnx_quant_stage(run: Run) -> None:
     source = run.current
     directory = run.stage_dir("quant") / "model"
     calibration = itertools.islice(iter(run.data.dataloader("train")), int(cfg.calibration_batches))
-    card = model_card(run, provenance=provenance(run))
+    card = model_card(run, artifact="quantized (ONNX)", provenance=provenance(run))
     meta = {"task": card.task, "label_names": card.label_names,
             "positive_label": card.positive_label, "max_length": card.max_length,
             "metrics": {}, **card.extra}

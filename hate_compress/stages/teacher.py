@@ -18,33 +18,40 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
+from hate_compress.artifacts import load_classifier, read_meta
+from hate_compress.compress.measure import artifact_size_mb
 from hate_compress.errors import ConfigError, GateError, StorageError
 from hate_compress.evaluation import measure_stage
 from hate_compress.identity import TRAINER_LOGGING_KEYS, without
-from hate_compress.models.artifact import load_classifier, read_meta
+from hate_compress.kd.text_teacher import is_text_level, teacher_kind
+from hate_compress.models.char_ngram import CharNgramModel, is_char_ngram_dir
 from hate_compress.models.tokenizer import VOCAB_VERSION
-from hate_compress.run import Run, Trained, register_stage
+from hate_compress.run import Run, Trained, register_preflight, register_stage
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
+from hate_compress.stages.text_teacher import check_text_teacher, fit_char_ngram, obtain_ensemble
 from hate_compress.storage import OUTPUT_KEY, STORE_KEY, check_writable, writing
 
 log = logging.getLogger(__name__)
 
-# Keys that provably do not change the trained teacher; everything else in the teacher, trainer,
-# hardware and data groups does (see hate_compress/identity.py for why this is an exclusion list).
+# Keys that provably do not change the trained teacher; everything else in the teacher, trainer
+# (which holds the hardware group: accelerator, precision, ...) and data groups does (see hate_compress/identity.py for why this is an exclusion list).
 TEACHER_HARMLESS = ("checkpoint", "min_f1", "retrain")  # where it comes from, and the gate
 # files are identified by their content (`fingerprints`), so moving them changes nothing;
-# `num_workers` only parallelises loading; `name` is a label
-DATA_HARMLESS = ("name", "train_file", "dev_file", "test_file", "num_workers")
+# `num_workers` only parallelises loading; `name` and `licence` are labels
+# the neural settings a text-level teacher (char_ngram, ensemble) inherits from _base but never reads
+TEXT_TEACHER_UNUSED = ("backbone", "head", "train")
+DATA_HARMLESS = ("name", "licence", "train_file", "dev_file", "test_file", "num_workers")
 
 
 def teacher_identity(run: Run) -> dict:
     """Everything the teacher's weights depend on: the resolved teacher config (its seed
-    included), the whole trainer and hardware config (clipping, accumulation, precision,
-    limits, ...), the data config and the content of every split (dev picks the best epoch)."""
+    included), the whole trainer config with the hardware group merged into it (clipping,
+    accumulation, precision, devices, limits, ...), the data config and the content of every
+    split (dev picks the best epoch)."""
+    unused = () if teacher_kind(run.cfg.teacher) == "neural" else TEXT_TEACHER_UNUSED
     return {
-        "teacher": without(plain(run.cfg.teacher), TEACHER_HARMLESS),
+        "teacher": without(plain(run.cfg.teacher), (*TEACHER_HARMLESS, *unused)),
         "trainer": without(plain(run.cfg.trainer), TRAINER_LOGGING_KEYS),
-        "hardware": without(plain(run.cfg.get("hardware") or {}), ()),
         "data": without(plain(run.cfg.data), DATA_HARMLESS),
         "splits": run.data.fingerprints(),
         "vocab_rule": VOCAB_VERSION,
@@ -79,11 +86,28 @@ def check_labels(run: Run, meta: dict, where: Path) -> None:
 
 def load_teacher(run: Run, directory: Path) -> Trained:
     check_labels(run, read_meta(directory), directory)
+    if is_char_ngram_dir(directory):  # JSON + safetensors: never unpickled
+        return Trained("teacher", CharNgramModel.load(directory), None, "teacher", directory)
     model, tokenizer, _ = load_classifier(directory)
     return Trained("teacher", model, tokenizer, "teacher", directory)
 
 
+def store_atomically(target: Path, write) -> None:
+    """`write(tmp)` then rename to `target`: a half-written teacher is never mistaken for a
+    finished one."""
+    tmp = target.with_name(target.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    with writing(tmp, STORE_KEY):
+        write(tmp)
+    with writing(target, STORE_KEY):
+        shutil.rmtree(target, ignore_errors=True)
+        tmp.rename(target)
+
+
 def train_teacher(run: Run, target: Path) -> Trained:
+    if teacher_kind(run.cfg.teacher) == "char_ngram":
+        store_atomically(target, lambda tmp: fit_char_ngram(run, tmp))
+        return load_teacher(run, target)  # what KD reads is exactly what the store holds
     pl.seed_everything(int(run.cfg.teacher.seed), workers=True, verbose=False)
     model, tokenizer = build_classifier(run, "teacher")
     trained = Trained("teacher", model, tokenizer, "teacher")
@@ -91,12 +115,8 @@ def train_teacher(run: Run, target: Path) -> Trained:
     train_cfg = run.cfg.teacher.train
     loss = loss_for(run, {"terms": {}}, model, None, True, bool(train_cfg.class_weights))
     fit(run, "teacher", trained, loss, train_cfg=train_cfg)
-    tmp = target.with_name(target.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save(run, trained, tmp, STORE_KEY, teacher_config=plain(run.cfg.teacher))
-    with writing(target, STORE_KEY):
-        shutil.rmtree(target, ignore_errors=True)
-        tmp.rename(target)  # a half-written teacher is never mistaken for a finished one
+    store_atomically(target, lambda tmp: save(run, trained, tmp, STORE_KEY,
+                                              teacher_config=plain(run.cfg.teacher)))
     trained.path = target
     return trained
 
@@ -125,15 +145,27 @@ def obtain_teacher(run: Run) -> Trained:
         return train_teacher(run, target)
 
 
-@register_stage("teacher")
+register_preflight("teacher")(check_text_teacher)
+
+
+@register_stage("teacher", rank=0)
 def teacher_stage(run: Run) -> None:
-    trained = obtain_teacher(run)
-    run.data.set_tokenizers({"teacher": trained.tokenizer})
+    members = None
+    if teacher_kind(run.cfg.teacher) == "ensemble":
+        trained, members = obtain_ensemble(run, obtain_teacher)
+    else:
+        trained = obtain_teacher(run)
+    if not is_text_level(trained.model):  # text-level teachers read raw texts, not batches
+        run.data.set_tokenizers({"teacher": trained.tokenizer})
     run.teacher = run.current = trained
-    values = measure_stage(run, "teacher", trained)
+    extra = None if members is None else {
+        "members": members, "combine": str(run.cfg.teacher.combine),
+        "size_mb": sum(artifact_size_mb(Path(m["artifact"])) for m in members.values())}
+    values = measure_stage(run, "teacher", trained, extra=extra)
     pointer = run.stage_dir("teacher") / "model_path.txt"
+    paths = [m["artifact"] for m in members.values()] if members else [str(trained.path)]
     with writing(pointer, OUTPUT_KEY):
-        pointer.write_text(str(trained.path) + "\n")
+        pointer.write_text("\n".join(paths) + "\n")
     gate = float(run.cfg.teacher.min_f1)
     dev_f1 = values["dev"]["macro_f1"]
     values["gate"] = {"min_f1": gate, "dev_macro_f1": dev_f1, "passed": dev_f1 >= gate}

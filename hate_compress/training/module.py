@@ -10,20 +10,47 @@ logits when no token-level term needs the live model.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
+from collections.abc import Callable
 
 import lightning.pytorch as pl
 import torch
 from torch import Tensor
 from transformers import get_linear_schedule_with_warmup
 
-from hate_compress.errors import TrainingDiverged
-from hate_compress.kd.outputs import LossContext, ModelOutputs
+from hate_compress.errors import ConfigError, TrainingDiverged
+from hate_compress.kd.context import LossContext
+from hate_compress.kd.terms import HIDDEN_NEEDS
 from hate_compress.metrics import classification_metrics
 from hate_compress.models.classifier import HateClassifier
+from hate_compress.models.outputs import ModelOutputs
 
 log = logging.getLogger(__name__)
+
+
+def build_optimizer(train_cfg, lr: float | None = None, *, key: str = "train.optimizer"):
+    """`train_cfg.optimizer` instantiated as a partial (`_partial_: true`), `lr` overriding its
+    learning rate (the prune stage's `prune.lr`).
+
+    Tried once on a dummy parameter, so an unknown class, a misspelt argument or a negative lr
+    is one `key: ...` line before any training rather than a traceback after the teacher."""
+    from hydra.utils import instantiate
+
+    node = train_cfg.get("optimizer")
+    if node is None:  # a hand-written config without the group default
+        return functools.partial(torch.optim.AdamW, lr=float(lr if lr is not None else train_cfg.lr),
+                                 weight_decay=float(train_cfg.weight_decay))
+    try:
+        factory = instantiate(node)
+        if lr is not None:
+            factory = functools.partial(factory, lr=float(lr))
+        factory([torch.nn.Parameter(torch.zeros(1))])
+    except Exception as exc:  # Hydra wraps import/argument errors; torch raises ValueError
+        cause = exc.__cause__ or exc
+        raise ConfigError(f"{key}: {str(cause).splitlines()[0]}") from None
+    return factory
 
 
 class ClassifierModule(pl.LightningModule):
@@ -38,6 +65,7 @@ class ClassifierModule(pl.LightningModule):
         input_key: str = "student",
         teacher_source=None,
         shared_tokenizer: bool = True,
+        optimizer: Callable[..., torch.optim.Optimizer] | None = None,
         lr: float = 5e-5,
         weight_decay: float = 0.01,
         warmup_ratio: float = 0.1,
@@ -52,10 +80,16 @@ class ClassifierModule(pl.LightningModule):
         self.input_key = input_key
         object.__setattr__(self, "teacher_source", teacher_source)  # not a submodule on purpose
         self.shared_tokenizer = shared_tokenizer
-        self.lr, self.weight_decay, self.warmup_ratio = lr, weight_decay, warmup_ratio
+        # `optimizer`: the role's `train.optimizer` config instantiated as a partial (lr and
+        # weight decay bound); `lr`/`weight_decay` only build the default AdamW one
+        self.optimizer_factory = optimizer or functools.partial(
+            torch.optim.AdamW, lr=lr, weight_decay=weight_decay)
+        self.lr = self.optimizer_factory.keywords.get("lr", lr) if isinstance(
+            self.optimizer_factory, functools.partial) else lr
+        self.warmup_ratio = warmup_ratio
         self.stage = stage
         needs = getattr(loss, "needs", frozenset())
-        self.need_hidden = "hidden_states" in needs
+        self.need_hidden = bool(needs & HIDDEN_NEEDS)
         self.need_attentions = "attentions" in needs
         self._val_logits: list[Tensor] = []
         self._val_labels: list[Tensor] = []
@@ -132,7 +166,8 @@ class ClassifierModule(pl.LightningModule):
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self):
-        """AdamW without decay on biases/LayerNorm, linear warm-up then linear decay.
+        """The configured optimizer (AdamW by default) without decay on biases/LayerNorm, linear
+        warm-up then linear decay.
 
         Warm-up matters here: tiny encoders trained from scratch collapse to the majority class
         at a modest LR without it."""
@@ -141,11 +176,9 @@ class ClassifierModule(pl.LightningModule):
             if not param.requires_grad:
                 continue
             (no_decay if param.ndim < 2 or "LayerNorm" in name else decay).append(param)
-        optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": self.weight_decay},
-             {"params": no_decay, "weight_decay": 0.0}],
-            lr=self.lr,
-        )
+        # the decay group takes the optimizer's own weight_decay; the other overrides it
+        optimizer = self.optimizer_factory(
+            [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}])
         total = max(1, int(self.trainer.estimated_stepping_batches))
         if not math.isfinite(total):
             total = 1000

@@ -1,4 +1,8 @@
-"""Build a Lightning Trainer for one stage from the `trainer`, `hardware` and `logger` groups.
+"""Build a Lightning Trainer for one stage from the `trainer` and `logger` groups.
+
+The `hardware` group (accelerator, devices, strategy, precision, num_nodes) is merged into the
+`trainer` node by Hydra (`# @package trainer` in conf/hardware/*.yaml), so `cfg.trainer` holds
+every Trainer argument and nothing is copied across here.
 
 Every training stage (teacher, KD, pruning fine-tune) gets its own directory with a `last.ckpt`
 (so a killed run resumes where it stopped) and a `best.ckpt` chosen on dev macro F1.
@@ -12,6 +16,7 @@ since a run directory may be shared and a pickle in it would otherwise run code 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import random
 from pathlib import Path
@@ -20,7 +25,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
@@ -28,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from hate_compress.errors import TrainingDiverged
 from hate_compress.safety import safe_torch_load
 from hate_compress.training.csv_log import KeepLogHistory
+from hate_compress.training.progress import progress_callbacks
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +78,6 @@ class BatchSeed(Callback):
         random.seed(value)
         np.random.seed(value % 2**32)
 
-HARDWARE_KEYS = ("accelerator", "devices", "strategy", "precision", "num_nodes")
-
 
 class FiniteWeights(Callback):
     """Stop before a checkpoint of non-finite weights can be written.
@@ -116,6 +120,27 @@ def stage_seed(cfg: DictConfig, stage: str) -> int:
     return int(cfg.get("seed", 0))
 
 
+def make_logger(logger_cfg, stage_dir: Path):
+    """The `logger` group's logger for one stage, or False (`logger=none`).
+
+    File loggers (CSV, TensorBoard) write into the stage directory (`<stage>/logs`); MLflow
+    keeps one store for all runs (its `save_dir`) and names each stage's run after the run
+    directory. Only arguments the logger class accepts and the config leaves unset are
+    filled in, so the config always wins."""
+    if not logger_cfg:
+        return False
+    run = f"{stage_dir.parent.name}/{stage_dir.name}"
+    defaults = {"save_dir": str(stage_dir), "name": "logs", "version": "", "run_name": run,
+                "tags": {"run_dir": str(stage_dir.parent), "stage": stage_dir.name}}
+    accepted = inspect.signature(get_class(logger_cfg._target_)).parameters
+    extra = {key: value for key, value in defaults.items()
+             if key in accepted and logger_cfg.get(key) is None}
+    uri = str(logger_cfg.get("tracking_uri") or "")
+    if uri.startswith("sqlite:///"):  # MLflow creates the database, not its directory
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return instantiate(logger_cfg, **extra)
+
+
 def make_trainer(
     cfg: DictConfig,
     stage_dir: Path,
@@ -125,22 +150,18 @@ def make_trainer(
     checkpoint: bool = True,
 ) -> pl.Trainer:
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
-    hardware = OmegaConf.to_container(cfg.hardware, resolve=True)
-    for key in HARDWARE_KEYS:
-        if hardware.get(key) is not None:
-            trainer_kwargs[key] = hardware[key]
     if isinstance(trainer_kwargs.get("strategy"), dict):
         trainer_kwargs["strategy"] = instantiate(trainer_kwargs["strategy"])
-    all_callbacks = [*callbacks, BatchSeed(stage_seed(cfg, stage_dir.name)),
+    progress, bar = progress_callbacks(stage_dir.name, trainer_kwargs.get("enable_progress_bar", True))
+    trainer_kwargs["enable_progress_bar"] = bar
+    all_callbacks = [*callbacks, *progress, BatchSeed(stage_seed(cfg, stage_dir.name)),
                      FiniteWeights(stage_dir.name), KeepLogHistory()]
     if checkpoint:
         all_callbacks.append(ModelCheckpoint(
             dirpath=str(stage_dir / "checkpoints"), filename="best", monitor="val/macro_f1",
             mode="max", save_top_k=1, save_last=True, enable_version_counter=False,
         ))
-    logger = False
-    if cfg.get("logger"):
-        logger = instantiate(cfg.logger, save_dir=str(stage_dir), name="logs", version="")
+    logger = make_logger(cfg.get("logger"), stage_dir)
     plugins = trainer_kwargs.pop("plugins", None) or []
     plugins = [*(plugins if isinstance(plugins, list) else [plugins]), SafeCheckpointIO()]
     return pl.Trainer(

@@ -107,4 +107,11 @@ def main(out_dir: Path = HERE) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import argparse
+
+    parser = argparse.ArgumentParser(
+        prog="python -m hate_compress.data.sample.make_sample",
+        description="Regenerate the synthetic sample (synthetic_train.csv, synthetic_test.csv) "
+                    "deterministically, in place or into --out.")
+    parser.add_argument("--out", type=Path, default=HERE, help="output directory (default: the package)")
+    main(parser.parse_args().out)

@@ -1,0 +1,47 @@
+"""Every entry point answers `--help` with its usage and exit code 0 (issue 12).
+
+A newcomer's first command is `--help`; `python -m hate_compress.predict --help` used to exit 2
+with "unknown argument", and `make_sample --help` rewrote the sample data instead of explaining.
+Each case runs the real interpreter, as a user would, and checks that nothing was written.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import ROOT, cli_env
+
+BENCH = sorted(p.name for p in (ROOT / "bench").glob("*.py") if p.name != "common.py")
+
+# (command after the interpreter, a phrase its help must contain)
+ENTRY_POINTS = [
+    (["-m", "hate_compress"], "teacher"),
+    (["-m", "hate_compress.predict"], "model=<dir>"),
+    (["-m", "hate_compress.report"], "--f1-floor"),
+    (["-m", "hate_compress.temperature"], "teacher"),
+    (["-m", "hate_compress.sweep"], "hparams_search"),
+    (["-m", "hate_compress.data.sample.make_sample"], "--out"),
+    *[([f"bench/{name}"], "usage") for name in BENCH],
+]
+
+
+@pytest.mark.parametrize("command,phrase", ENTRY_POINTS, ids=[" ".join(c) for c, _ in ENTRY_POINTS])
+def test_help_prints_usage_and_exits_0(command, phrase, tmp_path):
+    before = {p: p.stat().st_mtime_ns for p in (ROOT / "hate_compress" / "data" / "sample").glob("*.csv")}
+    proc = subprocess.run([sys.executable, *command, "--help"], cwd=ROOT, env=cli_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert phrase in proc.stdout, proc.stdout[-2000:]
+    assert "error" not in proc.stderr.lower(), proc.stderr[-2000:]
+    after = {p: p.stat().st_mtime_ns for p in before}
+    assert before == after, "--help must not regenerate the sample data"
+
+
+def test_predict_help_in_process(capsys):
+    from hate_compress.predict import main
+
+    assert main(["model=x", "-h"]) == 0
+    assert "input=<file or ->" in capsys.readouterr().out

@@ -1,0 +1,60 @@
+"""Warnings a user can act on, not noise (issue 12, item 8).
+
+transformers 5 printed a LOAD REPORT table for the classification/pretraining head we replace
+anyway; Lightning warned "Found N module(s) in eval mode" when a stored teacher (reloaded in eval
+mode) was fine-tuned by pruning, which also meant it trained without dropout.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import BertConfig, BertForSequenceClassification
+
+from hate_compress.app import run_pipeline
+from hate_compress.models.backbone import load_pretrained_encoder
+from tests.conftest import compose_cfg
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, vocab_size=100)
+    BertForSequenceClassification(config).save_pretrained(str(tmp_path / "ckpt"))
+    return tmp_path / "ckpt"
+
+
+def test_replaced_head_is_not_reported(checkpoint, capfd, caplog):
+    with caplog.at_level(logging.WARNING):
+        encoder = load_pretrained_encoder(str(checkpoint), role="student")
+    assert encoder.config.hidden_size == 32
+    assert "LOAD REPORT" not in capfd.readouterr().err
+    assert not [r for r in caplog.records if r.name.startswith("hate_compress")]
+
+
+def test_missing_encoder_weights_are_reported_in_one_line(checkpoint, capfd, caplog):
+    weights = checkpoint / "model.safetensors"
+    state = load_file(str(weights))
+    dropped = [k for k in state if "encoder.layer.0.attention.self.query" in k]
+    save_file({k: v for k, v in state.items() if k not in dropped}, str(weights), metadata={"format": "pt"})
+    with caplog.at_level(logging.WARNING):
+        load_pretrained_encoder(str(checkpoint), role="student")
+    assert "LOAD REPORT" not in capfd.readouterr().err
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("hate_compress")]
+    assert len(lines) == 1 and "2 encoder weight(s) not in the checkpoint start random" in lines[0]
+
+
+def test_fine_tuning_a_stored_teacher_trains_in_train_mode(tmp_path):
+    run_pipeline(compose_cfg(tmp_path, ["pipeline=teacher"]), tmp_path / "first")
+    cfg = compose_cfg(tmp_path, ["pipeline=teacher_prune_quant", "prune=magnitude",
+                                 "prune.finetune_epochs=1", "quant=none"])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.manual_seed(0)
+        run_pipeline(cfg, tmp_path / "second")
+    eval_mode = [str(w.message) for w in caught if "in eval mode" in str(w.message)]
+    assert not eval_mode, eval_mode
