@@ -167,9 +167,11 @@ class CachedTeacher:
         if f"{split}.pooled" in self.tensors:
             layers = self.tensors[f"{split}.pooled"][idx]  # (B, L+1, H)
             hidden = tuple(layers[:, i : i + 1] for i in range(layers.shape[1]))
+        # a text-level teacher's cache holds logits only (its terms are limited to logits)
+        head = self.tensors.get(f"{split}.head")
         mask = torch.ones(len(idx), 1, dtype=torch.long)
         return ModelOutputs(logits=logits, attention_mask=mask,
-                            pooled=self.tensors[f"{split}.head"][idx], hidden_states=hidden)
+                            pooled=None if head is None else head[idx], hidden_states=hidden)
 
 
 def _num_examples(loader) -> int:

@@ -27,6 +27,8 @@ TEXT_SPLITS = ("train", "dev", "test")
 
 # teacher kinds (`teacher.kind`) whose model reads raw text; the default kind is "neural"
 TEXT_KINDS = ("char_ngram", "ensemble")
+#: the loss-term needs a text-level teacher serves: its cache holds logits and nothing else
+TEXT_TEACHER_NEEDS = frozenset({"teacher_logits"})
 
 
 def teacher_kind(teacher_cfg) -> str:
@@ -85,8 +87,11 @@ def split_logits(model, data) -> dict[str, torch.Tensor]:
     return tensors
 
 
-def text_teacher_source(run) -> TeacherSource:
+def text_teacher_source(run, needs=TEXT_TEACHER_NEEDS) -> TeacherSource:
     """Soft targets of a text-level teacher for every split, through the disk cache."""
+    extra = set(needs) - TEXT_TEACHER_NEEDS
+    if extra:  # the preflight rejects these terms; a direct caller gets the same rule
+        raise ValueError(f"a text-level teacher gives logits only, not {sorted(extra)}")
     teacher = run.teacher
     parts = [teacher.model.identity(), f"max_length={run.data.max_length}"]
     for split in TEXT_SPLITS:

@@ -20,7 +20,12 @@ from hate_compress.kd.teacher import (
     tokenizer_fingerprint,
 )
 from hate_compress.kd.terms import HIDDEN_NEEDS, build_composite_loss, check_tokenizer_needs
-from hate_compress.kd.text_teacher import is_text_level, text_teacher_source
+from hate_compress.kd.text_teacher import (
+    TEXT_KINDS,
+    is_text_level,
+    teacher_kind,
+    text_teacher_source,
+)
 from hate_compress.models.backbone import build_tokenizer, resolve_encoder_config
 from hate_compress.run import Run, Trained, register_preflight, register_stage
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
@@ -37,7 +42,7 @@ def teacher_source(run: Run, loss, shared: bool) -> TeacherSource:
     needs = loss.needs
     teacher = run.teacher
     if is_text_level(teacher.model):  # logits from the raw texts, every split (preflight
-        return text_teacher_source(run)  # rejected the terms that would need more)
+        return text_teacher_source(run, needs)  # rejected the terms that need more)
     if "attentions" in needs:
         teacher.model.use_eager_attention()
     live = LiveTeacher(teacher.model, teacher.key, hidden=bool(needs & HIDDEN_NEEDS),
@@ -82,7 +87,14 @@ def check_kd_models(run: Run) -> None:
     """Before the teacher trains: the student (and teacher) resolve, and every KD term accepts
     their shapes (layer maps, hidden projections), so a bad `student.backbone.name_or_path` or
     an impossible term costs seconds, not a trained teacher. Also warns when the "student" is
-    the bigger model: a swapped teacher/student pair looks like a run that merely did badly."""
+    the bigger model: a swapped teacher/student pair looks like a run that merely did badly.
+    A text-level teacher (char_ngram, ensemble) has no encoder to resolve: the teacher preflight
+    already limited its terms to logits, so only the student is checked."""
+    if teacher_kind(run.cfg.teacher) in TEXT_KINDS:
+        student = resolve_encoder_config(plain(run.cfg.student.backbone), role="student")
+        build_composite_loss(plain(run.cfg.kd), task=run.data.task, num_labels=run.data.num_labels,
+                             student_dims=encoder_shape(student), teacher_dims=(0, 0))
+        return
     teacher = teacher_encoder_config(run)  # first: the teacher is what would run first
     student = resolve_encoder_config(plain(run.cfg.student.backbone), role="student")
     build_composite_loss(plain(run.cfg.kd), task=run.data.task, num_labels=run.data.num_labels,

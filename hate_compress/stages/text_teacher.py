@@ -24,7 +24,12 @@ from hate_compress.errors import ConfigError, GateError
 from hate_compress.kd.ensemble import COMBINE_MODES, EnsembleModel, normalised
 from hate_compress.kd.teacher import file_sha256, tokenizer_fingerprint
 from hate_compress.kd.terms import TERMS
-from hate_compress.kd.text_teacher import TEXT_KINDS, TokenizedTextModel, teacher_kind
+from hate_compress.kd.text_teacher import (
+    TEXT_KINDS,
+    TEXT_TEACHER_NEEDS,
+    TokenizedTextModel,
+    teacher_kind,
+)
 from hate_compress.metrics import classification_metrics
 from hate_compress.models.char_ngram import CharNgramModel
 from hate_compress.run import Run, Trained
@@ -147,7 +152,7 @@ def check_text_teacher(run: Run) -> None:
                                  and cfg.prune.method != "none")
     for term in (plain(cfg.kd.get("terms") or {}) if uses_kd else {}):
         cls = TERMS.get(term)
-        extra = set(getattr(cls, "needs", frozenset())) - {"teacher_logits"}
+        extra = set(getattr(cls, "needs", frozenset())) - TEXT_TEACHER_NEEDS
         if extra:
             raise ConfigError(f"kd.terms.{term} needs the teacher's {', '.join(sorted(extra))}, "
                               f"which {name} does not have (it only gives logits): use kd=logit")
