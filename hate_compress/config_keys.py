@@ -9,8 +9,8 @@ key that only one option uses (`quant.calibration_batches`) is accepted with the
 
 Free-form subtrees hold keys that belong to someone else and are checked there, or nowhere:
 
-* ``teacher/student.backbone.scratch``: Hugging Face config kwargs (`AutoConfig.for_model`);
-* ``teacher/student.train.optimizer``: the optimizer class's kwargs (tried by `build_optimizer`);
+* ``teacher/student/assistant.backbone.scratch``: Hugging Face config kwargs (`AutoConfig.for_model`);
+* ``teacher/student/assistant.train.optimizer``: the optimizer class's kwargs (tried by `build_optimizer`);
 * ``kd.terms``: term names are checked against the registry, each term's params by the term;
 * ``prune.options`` / ``quant.options``: checked against the chosen method's options;
 * ``data.binary_from`` / ``data.multilabel_from``: checked by `DataSchema`;
@@ -36,7 +36,7 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 FREE_FORM = frozenset({
     "teacher.backbone.scratch", "student.backbone.scratch", "teacher.train.optimizer",
-    "student.train.optimizer", "teacher.member_overrides", "kd.terms", "prune.options",
+    "student.train.optimizer", "assistant.backbone.scratch", "assistant.train.optimizer", "teacher.member_overrides", "kd.terms", "prune.options",
     "quant.options", "data.binary_from", "data.multilabel_from",
     "trainer", "logger", "hparams_search", "hydra",
 })
@@ -76,6 +76,10 @@ def _load(group: str, option: str, seen: tuple[str, ...] = ()) -> dict:
     for entry in defaults:  # dict entries (`override /x: y`) select other groups: not ours
         if entry == "_self_":
             out = _union(out, node)
+        elif isinstance(entry, str) and entry.startswith("/") and entry.endswith("@_here_"):
+            # another group's option merged into this node (`/student/_base@_here_`)
+            other, _, name = entry[1:].removesuffix("@_here_").rpartition("/")
+            out = _union(out, _load(other, name, (*seen, f"{group}/{option}")))
         elif isinstance(entry, str):
             out = _union(out, _load(group, entry, (*seen, option)))
     return out

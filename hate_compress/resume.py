@@ -32,7 +32,8 @@ CONFIG_FILE = "config_resolved.yaml"
 RESUME_IGNORED = ("resume", "run_name", "paths", "logger", "measure", "targets", "temperatures",
                   *(f"trainer.{key}" for key in TRAINER_LOGGING_KEYS))
 # what a previous run leaves in its directory besides Hydra's own files
-RUN_OUTPUTS = ("teacher", "kd", "prune", "quant", "metrics.json", "summary.md", "final_model")
+RUN_OUTPUTS = ("teacher", "assistant", "kd", "prune", "quant", "metrics.json", "summary.md",
+               "final_model")
 SHOWN_CHANGES = 5
 
 

@@ -1,8 +1,12 @@
-"""KD stage: train the `student` under the frozen teacher with the loss composed by `kd`."""
+"""KD stage: train the `student` under the frozen teacher with the loss composed by `kd`.
+
+`distil` is the one KD routine: the assistant stage (teacher -> assistant -> student) runs it
+too, and `kd.method` picks another registered way to train the student (`mutual`)."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import AutoTokenizer
@@ -19,7 +23,12 @@ from hate_compress.kd.teacher import (
     outputs_key,
     tokenizer_fingerprint,
 )
-from hate_compress.kd.terms import HIDDEN_NEEDS, build_composite_loss, check_tokenizer_needs
+from hate_compress.kd.terms import (
+    HIDDEN_NEEDS,
+    CompositeLoss,
+    build_composite_loss,
+    check_tokenizer_needs,
+)
 from hate_compress.kd.text_teacher import (
     TEXT_KINDS,
     is_text_level,
@@ -27,6 +36,7 @@ from hate_compress.kd.text_teacher import (
     text_teacher_source,
 )
 from hate_compress.models.backbone import build_tokenizer, resolve_encoder_config
+from hate_compress.registry import Registry
 from hate_compress.run import Run, Trained, register_preflight, register_stage
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
 
@@ -106,9 +116,9 @@ def check_kd_models(run: Run) -> None:
                     run.cfg.teacher.name, *encoder_shape(teacher))
 
 
-@register_preflight("kd")
-def preflight_kd(run: Run) -> None:
-    check_kd_models(run)
+def preflight_distil(run: Run) -> None:
+    if "assistant" not in run.cfg.stages:  # else the assistant's preflight checks both hops
+        check_kd_models(run)
     check_kd_tokenizers(run)
 
 
@@ -136,11 +146,26 @@ def check_kd_tokenizers(run: Run) -> None:
         check_tokenizer_needs(name, opts, shared)
 
 
-@register_stage("kd", rank=10)
-def kd_stage(run: Run) -> None:
+@dataclass
+class PreparedKD:
+    """What `fit_kd` trains: the student (or assistant), its composed loss, where the teacher's
+    outputs come from (live, or the disk cache built by `prepare_kd`) and whether both read one
+    tokenization. Split from the stage so other stages (the assistant chain) and the benchmarks
+    reuse exactly this code instead of a copy of it."""
+
+    student: Trained
+    loss: CompositeLoss
+    source: TeacherSource | None
+    shared: bool
+    role: str = "student"
+
+
+def prepare_kd(run: Run, role: str = "student") -> PreparedKD:
+    """Build the `role` model (the `student` config, or the `assistant` one), its loss and the
+    teacher source (the output cache is built here) for distillation from `run.teacher`."""
     if run.teacher is None:
         raise ConfigError("stages: kd needs the teacher stage before it (e.g. stages=[teacher,kd])")
-    model, tokenizer = build_classifier(run, "student")
+    model, tokenizer = build_classifier(run, role)
     text_teacher = is_text_level(run.teacher.model)
     shared = not text_teacher and shares_tokenizer(tokenizer, run.teacher.tokenizer)
     if shared:
@@ -152,21 +177,65 @@ def kd_stage(run: Run) -> None:
     if not shared and not text_teacher:  # both now read the texts cut to what both
         # tokenizers keep (`model_texts`): agreement on the text the student sees
         run.teacher_logits = score(run, run.teacher)[1]
-    log.info("[kd] student %s (%d layers x %d); tokenizer %s the teacher's",
-             run.cfg.student.name, model.num_layers, model.hidden_size,
+    log.info("[kd] %s %s (%d layers x %d); tokenizer %s the teacher's", role,
+             run.cfg[role].name, model.num_layers, model.hidden_size,
              "shared with" if shared else "differs from")
-    student = Trained("student", model, tokenizer, "student")
+    student = Trained(role, model, tokenizer, "student")
     loss = loss_for(run, run.cfg.kd, model, run.teacher.model, shared,
-                    bool(run.cfg.student.train.class_weights))
+                    bool(run.cfg[role].train.class_weights))
     if "attentions" in loss.needs:  # not when the attention term is skipped across tokenizers
         model.use_eager_attention()
     source = teacher_source(run, loss, shared) if loss.needs else None
-    fit(run, "kd", student, loss, train_cfg=run.cfg.student.train, teacher_source=source,
-        shared_tokenizer=shared)
-    save(run, student, run.stage_dir("kd") / "model")
+    return PreparedKD(student, loss, source, shared, role)
+
+
+def fit_kd(run: Run, prepared: PreparedKD, stage: str = "kd"):
+    """Train the prepared model in place (checkpoints and logs under `run.stage_dir(stage)`)."""
+    return fit(run, stage, prepared.student, prepared.loss,
+               train_cfg=run.cfg[prepared.role].train, teacher_source=prepared.source,
+               shared_tokenizer=prepared.shared)
+
+
+def teacher_name(run: Run) -> str:
+    """The config name of the model teaching now: the teacher's, or the assistant's."""
+    role = run.teacher.name if run.teacher.name in ("teacher", "assistant") else "teacher"
+    return str(run.cfg[role].name)
+
+
+def distil(run: Run, stage: str = "kd", role: str = "student") -> Trained:
+    """Distil the `role` model from `run.teacher`, save it as `<stage>/model`, measure it as the
+    row `stage`; it becomes `run.current`. The kd stage and the assistant stage both run this."""
+    prepared = prepare_kd(run, role)
+    fit_kd(run, prepared, stage)
+    student, source, loss = prepared.student, prepared.source, prepared.loss
+    save(run, student, run.stage_dir(stage) / "model")
     run.current = student
-    measure_stage(run, "kd", student, extra={
-        "kd": run.cfg.kd.name, "student": run.cfg.student.name, "teacher": run.cfg.teacher.name,
-        "shared_tokenizer": shared, "teacher_cache": bool(source and source.cache),
+    measure_stage(run, stage, student, extra={
+        "kd": run.cfg.kd.name, "student": run.cfg[role].name, "teacher": teacher_name(run),
+        "shared_tokenizer": prepared.shared, "teacher_cache": bool(source and source.cache),
         "skipped_terms": [n for n, t in loss.terms.items() if getattr(t, "skipped", False)],
     })
+    return student
+
+
+# How the kd stage trains the student (`kd.method`): `distil` from the teacher (default), or a
+# registered alternative such as `mutual` (hate_compress/stages/mutual.py). Each entry is a
+# stage function; its `preflight` (registry meta) runs before any stage does.
+KD_METHODS: Registry = Registry("kd method", "kd.method")
+KD_METHODS.add("distil", distil, preflight=preflight_distil)
+
+
+def kd_method(run: Run) -> str:
+    return str(run.cfg.kd.get("method") or "distil")
+
+
+@register_preflight("kd")
+def preflight_kd(run: Run) -> None:
+    name = kd_method(run)
+    KD_METHODS.get(name)  # a typo: one line naming the choices
+    KD_METHODS.meta[name]["preflight"](run)
+
+
+@register_stage("kd", rank=10)
+def kd_stage(run: Run) -> None:
+    KD_METHODS.get(kd_method(run))(run)

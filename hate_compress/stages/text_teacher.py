@@ -142,7 +142,7 @@ def check_text_teacher(run: Run) -> None:
         return
     name = f"teacher={cfg.teacher.name}"
     stages = list(cfg.stages)
-    if ("prune" in stages or "quant" in stages) and "kd" not in stages:
+    if ("prune" in stages or "quant" in stages) and not {"kd", "assistant"} & set(stages):
         raise ConfigError(f"{name} is a scikit-learn/text-level model that cannot be pruned or "
                           "quantized: add the kd stage (stages=[teacher,kd,...])")
     if cfg.measure.get("explain"):

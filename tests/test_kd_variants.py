@@ -1,0 +1,88 @@
+"""The seeds' other distillation variants (issue 16): the assistant chain (teacher -> assistant
+-> student), Deep Mutual Learning (`kd=mutual`) and the char_ngram baseline reference row.
+
+Each runs the real pipeline on tiny models and the synthetic sample; the assertions are what
+would be wrong if the variant were only wired up by name: three measured rows from three
+different models, a student cache that holds the assistant's logits (not the teacher's), two
+peers that really learn from each other's predictions, and a baseline that is the stored
+char_ngram model's own score.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from hate_compress.app import make_data, run_pipeline
+from hate_compress.artifacts import load_classifier
+from hate_compress.models.classifier import predict_logits
+
+# 1x64 debug teacher -> 1x48 assistant -> 1x32 student
+TINY_ASSISTANT = ("assistant.backbone.scratch={model_type: bert, num_hidden_layers: 1, "
+                  "hidden_size: 48, num_attention_heads: 2, intermediate_size: 96, "
+                  "max_position_embeddings: 512}", "assistant.head.hidden=32",
+                  "assistant.train.epochs=1")
+TINY_STUDENT = ("student.backbone.scratch={model_type: bert, num_hidden_layers: 1, "
+                "hidden_size: 32, num_attention_heads: 2, intermediate_size: 64, "
+                "max_position_embeddings: 512}", "student.head.hidden=32")
+
+
+def test_assistant_chain_writes_three_measured_rows(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("pipeline=assistant_kd", *TINY_ASSISTANT, *TINY_STUDENT)
+    run_dir = tmp_path / "run"
+    metrics = run_pipeline(cfg, run_dir)
+    assert metrics["run"]["stages"] == ["teacher", "assistant", "kd"]
+    assert metrics["run"]["assistant"] == "tiny_assistant"
+    rows = {stage: metrics[stage] for stage in ("teacher", "assistant", "kd")}
+    for stage, values in rows.items():
+        assert 0 <= values["test"]["macro_f1"] <= 1, stage
+        assert values["params_total"] > 0 and Path(values["artifact"]).exists(), stage
+    # three different models: the assistant is neither the teacher nor the student
+    sizes = [rows[stage]["params_total"] for stage in ("teacher", "assistant", "kd")]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 3, sizes
+    assert metrics["assistant"]["teacher"] == cfg.teacher.name
+    assert metrics["kd"]["teacher"] == "tiny_assistant" and metrics["kd"]["student"] == "tiny_student"
+    assistant, tokenizer, _ = load_classifier(run_dir / "assistant" / "model")
+    assert (assistant.num_layers, assistant.hidden_size) == (1, 48)
+    # the summary shows the three rows, retention of both relative to the original teacher
+    summary = (run_dir / "summary.md").read_text()
+    table = [line.split(" | ")[0] for line in summary.splitlines() if line.startswith("| ")]
+    assert [cell.split()[1] for cell in table[1:]] == ["teacher", "assistant", "kd"], summary
+    for stage in ("assistant", "kd"):
+        expected = rows[stage]["test"]["macro_f1"] / rows["teacher"]["test"]["macro_f1"]
+        assert rows[stage]["f1_retention"] == pytest.approx(expected)
+    # the student learnt from the assistant's logits: two caches, and the student's one holds
+    # exactly the saved assistant's train logits (its key is the assistant's weights)
+    caches = sorted((Path(cfg.paths.cache_dir) / "teacher_outputs").glob("*.safetensors"))
+    assert len(caches) == 2, caches
+    data = make_data(cfg)
+    data.set_tokenizers({"a": tokenizer})
+    served = predict_logits(assistant, data.dataloader("train"), "a")[0]
+    matching = [c for c in caches
+                if torch.allclose(load_file(str(c))["train.logits"], served, atol=1e-4)]
+    assert len(matching) == 1, "no teacher-output cache holds the assistant's logits"
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (("stages=[teacher,assistant,kd]",), "no assistant is configured"),
+    (("pipeline=assistant_kd", "assistant.train.epochs=0"), "assistant.train.epochs=0"),
+    (("pipeline=assistant_kd", "assistant.backbone.scratch=null"), "assistant.backbone"),
+    (("pipeline=assistant_kd", "assistant.train.lrr=1"), "assistant.train.lr"),
+])
+def test_assistant_config_errors_before_training(tiny_cfg, overrides, needle, capsys):
+    from hate_compress.app import guarded_run
+
+    cfg = tiny_cfg(*overrides) if "lrr" not in overrides[-1] else tiny_cfg(
+        overrides[0], "+" + overrides[1])
+    run_dir = Path(cfg.paths.output_root) / "bad"
+    with pytest.raises(SystemExit) as exc:
+        guarded_run(cfg, run_dir)
+    assert exc.value.code == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], errors
+    assert not (run_dir / "teacher").exists()  # nothing trained
+    assert json.loads((run_dir / "metrics.json").read_text())["run"]["status"] == "failed"
