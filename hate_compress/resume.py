@@ -32,8 +32,9 @@ CONFIG_FILE = "config_resolved.yaml"
 RESUME_IGNORED = ("resume", "run_name", "paths", "logger", "measure", "targets", "temperatures",
                   *(f"trainer.{key}" for key in TRAINER_LOGGING_KEYS))
 # what a previous run leaves in its directory besides Hydra's own files
-RUN_OUTPUTS = ("teacher", "assistant", "kd", "prune", "quant", "metrics.json", "summary.md",
-               "final_model")
+# (glob patterns: kd=mutual leaves one kd_peer<i> directory per peer)
+RUN_OUTPUTS = ("teacher", "assistant", "kd", "kd_peer*", "prune", "quant", "metrics.json",
+               "summary.md", "final_model")
 SHOWN_CHANGES = 5
 
 
@@ -56,12 +57,12 @@ def has_checkpoints(run_dir: Path) -> bool:
 
 
 def start_fresh(run_dir: Path) -> None:
-    for name in RUN_OUTPUTS:
-        path = run_dir / name
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)
+    for pattern in RUN_OUTPUTS:
+        for path in run_dir.glob(pattern):
+            if path.is_symlink() or path.is_file():
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path)
 
 
 def check_same_config(cfg: DictConfig, run_dir: Path) -> None:

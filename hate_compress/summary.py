@@ -13,10 +13,17 @@ NOT_STAGES = ("run", "targets")  # the entries of metrics.json that are not a st
 
 def stage_order(metrics: dict) -> list[str]:
     """The stages in `metrics`, in the order the pipeline ran them: `run.stages` (put in order
-    by the stage registry, `hate_compress.run.STAGES`), else the order they were recorded."""
+    by the stage registry, `hate_compress.run.STAGES`), else the order they were recorded.
+    Extra rows a stage measured (`row_of: <stage>`, e.g. kd=mutual's peers) come before it."""
     listed = (metrics.get("run") or {}).get("stages")
-    names = list(listed) if listed else [k for k in metrics if k not in NOT_STAGES]
-    return [s for s in names if isinstance(metrics.get(s), dict)]
+    extra = [k for k, v in metrics.items() if isinstance(v, dict) and v.get("row_of")]
+    names = list(listed) if listed else [k for k in metrics if k not in NOT_STAGES
+                                         and k not in extra]
+    ordered = []
+    for name in names:
+        ordered += [k for k in extra if metrics[k]["row_of"] == name]
+        ordered.append(name)
+    return [s for s in ordered if isinstance(metrics.get(s), dict)]
 
 COLUMNS = (
     ("stage", "stage"),
@@ -77,7 +84,8 @@ def stage_row(stage: str, values: dict) -> dict[str, Any]:
     if values.get("skipped"):
         return {"stage": f"{stage} (skipped: {values['skipped']})"}
     quality = values.get(eval_split(values), {})
-    row = {"stage": f"{stage} (DEGENERATE)" if values.get("degenerate") else stage}
+    name = f"{stage} (= {values['chosen_peer']})" if values.get("chosen_peer") else stage
+    row = {"stage": f"{name} (DEGENERATE)" if values.get("degenerate") else name}
     for _, key in COLUMNS[1:]:
         row[key] = quality.get(key, values.get(key))
     row.update(analysis_cells(values))

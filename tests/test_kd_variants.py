@@ -86,3 +86,87 @@ def test_assistant_config_errors_before_training(tiny_cfg, overrides, needle, ca
     assert len(errors) == 1 and needle in errors[0], errors
     assert not (run_dir / "teacher").exists()  # nothing trained
     assert json.loads((run_dir / "metrics.json").read_text())["run"]["status"] == "failed"
+
+
+# -- mutual learning ----------------------------------------------------------------------------
+
+def test_peer_loss_is_ce_plus_kl_to_the_other_peers_by_hand():
+    import torch.nn.functional as F
+
+    from hate_compress.kd.terms import build_composite_loss
+    from hate_compress.models.outputs import ModelOutputs
+    from hate_compress.training.mutual import peer_loss
+
+    torch.manual_seed(0)
+    alpha, t = 0.3, 2.0
+    loss = build_composite_loss({"alpha": alpha, "temperature": t, "terms": {"logit": {}}},
+                                task="multiclass", num_labels=3, student_dims=(1, 8),
+                                teacher_dims=(1, 8))
+    logits = [torch.randn(4, 3, requires_grad=True) for _ in range(3)]
+    outs = [ModelOutputs(logits=z, attention_mask=torch.ones(4, 1)) for z in logits]
+    labels = torch.tensor([0, 1, 2, 1])
+    total, parts = peer_loss(loss, outs, 0, labels, "multiclass")
+
+    def kl(p_logits, q_logits):  # KL(p || q) at temperature t, batch mean
+        p = F.softmax(p_logits / t, -1)
+        return (p * (F.log_softmax(p_logits / t, -1) - F.log_softmax(q_logits / t, -1))).sum(-1).mean()
+
+    by_hand = (1 - alpha) * F.cross_entropy(logits[0], labels) + alpha * t**2 * 0.5 * (
+        kl(logits[1].detach(), logits[0]) + kl(logits[2].detach(), logits[0]))
+    torch.testing.assert_close(total, by_hand)
+    total.backward()
+    assert logits[0].grad is not None and logits[0].grad.abs().sum() > 0
+    assert logits[1].grad is None and logits[2].grad is None  # the others are only targets
+    assert set(parts) == {"ce", "logit"}
+
+
+def test_mutual_trains_two_peers_and_the_better_continues(tiny_cfg, tmp_path):
+    cfg = tiny_cfg("pipeline=teacher_kd", "kd=mutual", *TINY_STUDENT, "student.train.epochs=2")
+    run_dir = tmp_path / "run"
+    metrics = run_pipeline(cfg, run_dir)
+    peers = [metrics["kd_peer0"], metrics["kd_peer1"]]
+    for i, values in enumerate(peers):
+        assert values["row_of"] == "kd" and values["peer"] == i
+        assert 0 <= values["test"]["macro_f1"] <= 1
+        assert (Path(values["artifact"]) / "model.safetensors").exists()
+    # two different models (peer i starts from seed + i), trained together
+    a, _, _ = load_classifier(peers[0]["artifact"])
+    b, _, _ = load_classifier(peers[1]["artifact"])
+    assert not torch.equal(a.head[0].weight, b.head[0].weight)
+    logged = (run_dir / "kd" / "logs" / "metrics.csv").read_text().splitlines()[0]
+    for column in ("train/peer0_logit", "train/peer1_logit", "val/peer0_macro_f1",
+                   "val/peer1_macro_f1"):
+        assert column in logged, logged
+    # the kd row is the peer with the better dev macro F1, a copy in kd/model, and is final
+    best = max((0, 1), key=lambda i: (peers[i]["dev"]["macro_f1"], -i))
+    kd = metrics["kd"]
+    assert kd["chosen_peer"] == f"kd_peer{best}" and kd["kd"] == "mutual"
+    assert kd["dev"] == peers[best]["dev"] and kd["test"] == peers[best]["test"]
+    assert set(kd["peers"]) == {"kd_peer0", "kd_peer1"}
+    chosen, _, _ = load_classifier(kd["artifact"])
+    for (name, x), (_, y) in zip(chosen.state_dict().items(),
+                                 (a if best == 0 else b).state_dict().items(), strict=True):
+        assert torch.equal(x, y), name
+    assert Path(metrics["run"]["final_model"]) == run_dir / "kd" / "model"
+    table = [line.split(" | ")[0] for line in (run_dir / "summary.md").read_text().splitlines()
+             if line.startswith("| ")]
+    assert [cell.split()[1] for cell in table[1:]] == ["teacher", "kd_peer0", "kd_peer1", "kd"]
+
+
+@pytest.mark.parametrize("overrides,needle", [
+    (("pipeline=teacher_kd", "kd=mutual", "kd.peers=1"), "kd.peers=1"),
+    (("pipeline=teacher_kd", "kd=mutual", "+kd.terms.hidden={}"), "kd.terms.hidden: kd=mutual"),
+    (("pipeline=teacher_kd", "kd.method=born_again"), "kd.method: unknown kd method 'born_again'"),
+    (("pipeline=assistant_kd", "kd=mutual"), "the assistant chain distils"),
+])
+def test_mutual_config_errors_before_training(tiny_cfg, overrides, needle, capsys):
+    from hate_compress.app import guarded_run
+
+    cfg = tiny_cfg(*overrides)
+    run_dir = Path(cfg.paths.output_root) / "bad"
+    with pytest.raises(SystemExit) as exc:
+        guarded_run(cfg, run_dir)
+    assert exc.value.code == 2
+    errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and needle in errors[0], errors
+    assert not (run_dir / "teacher").exists()

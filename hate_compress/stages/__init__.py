@@ -1,6 +1,6 @@
 """Pipeline stages; importing this package registers them in `hate_compress.run.STAGES`."""
 
-from hate_compress.stages import assistant, kd, teacher  # noqa: F401
+from hate_compress.stages import assistant, kd, mutual, teacher  # noqa: F401
 
 try:  # the compression stages need the compression package (torchao, bitsandbytes)
     from hate_compress.stages import compression  # noqa: F401

@@ -94,15 +94,17 @@ def fit(
     callbacks=(),
     epochs: int | None = None,
     lr: float | None = None,
+    module_cls: type[ClassifierModule] = ClassifierModule,
 ) -> ClassifierModule:
-    """Train `trained.model` in place; resumes from the stage's `last.ckpt` when asked."""
+    """Train `trained.model` in place; resumes from the stage's `last.ckpt` when asked.
+    `module_cls`: a ClassifierModule subclass with its own steps (mutual learning's)."""
     stage_dir = run.stage_dir(stage)
     # Lightning keeps each module's train/eval mode; a model reloaded from disk (a stored
     # teacher fine-tuned by pruning) is in eval mode and would train without dropout
     trained.model.train()
     if train_cfg.get("freeze_encoder"):
         trained.model.freeze_encoder()
-    module = ClassifierModule(
+    module = module_cls(
         trained.model, loss, task=run.data.task, label_names=run.data.label_names,
         positive_index=run.data.positive_index, input_key=trained.key,
         teacher_source=teacher_source, shared_tokenizer=shared_tokenizer,

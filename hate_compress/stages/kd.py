@@ -160,12 +160,9 @@ class PreparedKD:
     role: str = "student"
 
 
-def prepare_kd(run: Run, role: str = "student") -> PreparedKD:
-    """Build the `role` model (the `student` config, or the `assistant` one), its loss and the
-    teacher source (the output cache is built here) for distillation from `run.teacher`."""
-    if run.teacher is None:
-        raise ConfigError("stages: kd needs the teacher stage before it (e.g. stages=[teacher,kd])")
-    model, tokenizer = build_classifier(run, role)
+def attach_student_tokenizer(run: Run, tokenizer) -> tuple:
+    """Batches carry the student's tokens under `student` beside the teacher's; returns the
+    tokenizer to use (the teacher's own when both tokenize alike) and whether it is shared."""
     text_teacher = is_text_level(run.teacher.model)
     shared = not text_teacher and shares_tokenizer(tokenizer, run.teacher.tokenizer)
     if shared:
@@ -177,6 +174,16 @@ def prepare_kd(run: Run, role: str = "student") -> PreparedKD:
     if not shared and not text_teacher:  # both now read the texts cut to what both
         # tokenizers keep (`model_texts`): agreement on the text the student sees
         run.teacher_logits = score(run, run.teacher)[1]
+    return tokenizer, shared
+
+
+def prepare_kd(run: Run, role: str = "student") -> PreparedKD:
+    """Build the `role` model (the `student` config, or the `assistant` one), its loss and the
+    teacher source (the output cache is built here) for distillation from `run.teacher`."""
+    if run.teacher is None:
+        raise ConfigError("stages: kd needs the teacher stage before it (e.g. stages=[teacher,kd])")
+    model, tokenizer = build_classifier(run, role)
+    tokenizer, shared = attach_student_tokenizer(run, tokenizer)
     log.info("[kd] %s %s (%d layers x %d); tokenizer %s the teacher's", role,
              run.cfg[role].name, model.num_layers, model.hidden_size,
              "shared with" if shared else "differs from")
