@@ -8,6 +8,7 @@ Hydra and are refused by `validation` instead.
 
 from __future__ import annotations
 
+import os
 import sys
 
 from hate_compress.config_keys import CONF_DIR, unknown_key_message
@@ -16,6 +17,21 @@ from hate_compress.config_keys import CONF_DIR, unknown_key_message
 def group_options(group: str) -> list[str]:
     folder = CONF_DIR / group
     return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def groups_help() -> str:
+    """`--help`'s "group: option, ..." lines: the options the command line accepts (Hydra's own
+    list also shows the `_base` files that options extend, which `check_args` rejects)."""
+    groups = sorted(p.name for p in CONF_DIR.iterdir() if p.is_dir() and p.name != "hydra")
+    return "\n".join(f"{g}: {', '.join(group_options(g))}" for g in groups if group_options(g))
+
+
+def help_command() -> str:
+    """How the running entry point was started, for `--help`'s usage line."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is None:  # the `hate-compress` console script
+        return os.path.basename(sys.argv[0]) or "hate-compress"
+    return f"python -m {spec.name.removesuffix('.__main__')}"
 
 
 def unknown_group_option(args: list[str]) -> str | None:

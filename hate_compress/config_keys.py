@@ -32,7 +32,17 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+def conf_dir() -> Path:
+    """The Hydra config directory: `hate_compress/conf` in an installed wheel (setup.py copies
+    it there), else the checkout's `conf/` (editable installs, PYTHONPATH=checkout), which is
+    the copy developers edit. The package copy is never created in a checkout."""
+    here = Path(__file__).resolve().parent
+    packaged = here / "conf"
+    return packaged if (packaged / "config.yaml").is_file() else here.parent / "conf"
+
+
+CONF_DIR = conf_dir()
 
 FREE_FORM = frozenset({
     "teacher.backbone.scratch", "student.backbone.scratch", "teacher.train.optimizer",

@@ -2,6 +2,7 @@
 
 `${data_file:rel}` joins `paths.data_dir` with a dataset's relative path and, when no data
 directory is configured, stops with a one-line hint instead of reading "None/germeval/...".
+`${help_groups:}` and `${help_command:}` fill `--help` (conf/hydra/default.yaml).
 """
 
 from __future__ import annotations
@@ -29,8 +30,21 @@ def sample_file(name: str) -> str:
     return str(Path(sample_dir()) / name)
 
 
+def help_groups() -> str:
+    from hate_compress.cli import groups_help
+
+    return groups_help()
+
+
+def help_command() -> str:
+    from hate_compress.cli import help_command as command
+
+    return command()
+
+
 def register() -> None:
-    for name, fn in (("data_file", data_file), ("sample_file", sample_file)):
+    for name, fn in (("data_file", data_file), ("sample_file", sample_file),
+                     ("help_groups", help_groups), ("help_command", help_command)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

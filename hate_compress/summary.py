@@ -33,7 +33,9 @@ COLUMNS = (
     ("agreement", "agreement"),
     ("F1 retention", "f1_retention"),
     ("params", "params_total"),
-    ("sparsity", "sparsity"),
+    # zeros among the weights pruning touches (what prune.sparsity sets), and among all params
+    ("sparsity (prunable weights)", "sparsity_prunable_weights"),
+    ("sparsity (all params)", "sparsity_all_params"),
     ("size MB", "size_mb"),
     ("size reduction", "size_reduction"),
     ("latency b1 ms", "latency_ms_b1"),
@@ -88,6 +90,8 @@ def stage_row(stage: str, values: dict) -> dict[str, Any]:
     row = {"stage": f"{name} (DEGENERATE)" if values.get("degenerate") else name}
     for _, key in COLUMNS[1:]:
         row[key] = quality.get(key, values.get(key))
+    if row["sparsity_all_params"] is None:  # metrics.json written before the rename
+        row["sparsity_all_params"] = values.get("sparsity")
     row.update(analysis_cells(values))
     return row
 

@@ -45,3 +45,31 @@ def test_predict_help_in_process(capsys):
 
     assert main(["model=x", "-h"]) == 0
     assert "input=<file or ->" in capsys.readouterr().out
+
+
+def listed_groups(help_text: str) -> dict[str, list[str]]:
+    """The `group: option, ...` lines between Hydra's two help headings."""
+    block = help_text.split("== Configuration groups ==", 1)[1].split("== Config ==", 1)[0]
+    lines = [line for line in block.splitlines() if ": " in line and not line.startswith("Compose")]
+    return {g: o.split(", ") for g, o in (line.split(": ", 1) for line in lines)}
+
+
+@pytest.mark.parametrize("module", ["hate_compress", "hate_compress.sweep"])
+def test_help_lists_exactly_the_options_the_cli_accepts(module, tmp_path):
+    """`--help` used to list the `_base` files options extend (`kd: _base, ...`), which the
+    command line then rejected; it lists every choosable option and nothing else."""
+    from hate_compress.cli import unknown_group_option
+
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=ROOT, env=cli_env(tmp_path),
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    groups = listed_groups(proc.stdout)
+    on_disk = {p.name for p in (ROOT / "conf").iterdir() if p.is_dir() and p.name != "hydra"}
+    assert set(groups) == on_disk, proc.stdout[:3000]
+    for group, options in groups.items():
+        choosable = sorted(p.stem for p in (ROOT / "conf" / group).glob("*.yaml") if not p.stem.startswith("_"))
+        assert options == choosable, (group, options)
+        assert unknown_group_option([f"{group}={','.join(options)}"]) is None
+    assert unknown_group_option(["kd=_base"]), "the CLI accepts _base: then --help should list it"
+    assert f"python -m {module.removesuffix('.sweep')}" in proc.stdout.splitlines()[0]
+    assert "export HATE_COMPRESS_DATA_DIR=" in proc.stdout

@@ -58,3 +58,43 @@ def test_fine_tuning_a_stored_teacher_trains_in_train_mode(tmp_path):
         run_pipeline(cfg, tmp_path / "second")
     eval_mode = [str(w.message) for w in caught if "in eval mode" in str(w.message)]
     assert not eval_mode, eval_mode
+
+
+def test_kd_from_a_checkpoint_with_a_head_is_quiet(tmp_path, capfd, caplog):
+    """A whole KD run whose student starts from a checkpoint that has a classification head (the
+    head we replace): no LOAD REPORT, no "module(s) in eval mode" for the frozen teacher (it is
+    not a submodule of the trained LightningModule), no load warning, no larger-student warning."""
+    config = BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64, vocab_size=1000)
+    BertForSequenceClassification(config).save_pretrained(str(tmp_path / "student_ckpt"))
+    cfg = compose_cfg(tmp_path, ["pipeline=teacher_kd", "student.backbone.scratch=null",
+                                 f"student.backbone.name_or_path={tmp_path / 'student_ckpt'}"])
+    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+        warnings.simplefilter("always")
+        metrics = run_pipeline(cfg, tmp_path / "run")
+    assert metrics["run"]["status"] == "ok" and "skipped" not in metrics["kd"]
+    out = capfd.readouterr()
+    assert "LOAD REPORT" not in out.out + out.err
+    eval_mode = [str(w.message) for w in caught if "in eval mode" in str(w.message)]
+    assert not eval_mode, eval_mode
+    ours = [r.getMessage() for r in caplog.records if r.name.startswith("hate_compress")
+            and ("weight" in r.getMessage() or "larger than" in r.getMessage())]
+    assert not ours, ours
+
+
+def test_a_normal_teacher_student_pair_does_not_warn_about_size(tmp_path, caplog):
+    """The larger-student warning (tests/test_preflight_models.py) must stay rare to be read:
+    the shipped offline pair (4x256 teacher, 2x128 student) does not trigger it."""
+    from hate_compress.app import make_data
+    from hate_compress.run import Run
+    from hate_compress.stages.kd import check_kd_models
+
+    cfg = compose_cfg(tmp_path, ["pipeline=teacher_kd"], tiny=False)
+    with caplog.at_level(logging.WARNING):
+        check_kd_models(Run(cfg, tmp_path / "run", make_data(cfg)))
+    assert not [r for r in caplog.records if "larger than" in r.getMessage()]
+    swapped = compose_cfg(tmp_path, ["pipeline=teacher_kd", "teacher=tiny_teacher_small"], tiny=False)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        check_kd_models(Run(swapped, tmp_path / "run2", make_data(swapped)))
+    assert not [r for r in caplog.records if "larger than" in r.getMessage()], "2x192 vs 2x128"

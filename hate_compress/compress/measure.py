@@ -63,8 +63,35 @@ def _nonzero(param: torch.Tensor) -> int:
         return int(torch.count_nonzero(param.detach()))
 
 
-def count_parameters(model: nn.Module) -> dict[str, float]:
-    """`params_total`, `params_nonzero` and `sparsity` (fraction of zero weights).
+def _prunable_weights(model: nn.Module) -> list[torch.Tensor]:
+    """The weight matrices pruning touches by default (`compress.pruning.prunable_linears`):
+    Linear layers outside the embeddings and the model's `head`, with any pruning mask applied.
+    Matched on module type and name, so quantized Linears (torchao, bitsandbytes) still count."""
+    head = getattr(model, "head", None)
+    head_ids = {id(m) for m in head.modules()} if isinstance(head, nn.Module) else set()
+    weights, seen = [], set()
+    for name, module in model.named_modules():
+        if (not isinstance(module, nn.Linear) or id(module) in head_ids
+                or any(part.endswith("embeddings") for part in name.split(".")[:-1])):
+            continue
+        if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
+            weight = module.weight_orig * module.weight_mask  # a mask still installed
+        else:
+            weight = module.weight
+        if id(weight) not in seen:
+            seen.add(id(weight))
+            weights.append(weight)
+    return weights
+
+
+def count_parameters(model: nn.Module) -> dict[str, float | None]:
+    """`params_total`, `params_nonzero` and two zero fractions, named for what they divide by:
+
+    * `sparsity_prunable_weights`: zeros among the weights pruning may touch (what
+      `prune.sparsity=0.5` sets to 0.5; None for a model without such layers);
+    * `sparsity_all_params`: zeros among all parameters (embeddings, biases, LayerNorms and the
+      head are never pruned, so 50% of the prunable weights can be ~14% of a small student);
+      `sparsity` is the same number under its old name, for readers of older metrics.
 
     Zeros are counted on the dequantized values, so pruned weights stay zero after quantization.
     Tied weights are counted once (`parameters()` deduplicates them).
@@ -73,10 +100,16 @@ def count_parameters(model: nn.Module) -> dict[str, float]:
     for param in model.parameters():
         total += _logical_numel(param)
         nonzero += _nonzero(param)
+    prunable = _prunable_weights(model)
+    p_total = sum(_logical_numel(w) for w in prunable)
+    p_nonzero = sum(_nonzero(w) for w in prunable)
+    every = 1.0 - nonzero / total if total else 0.0
     return {
         "params_total": total,
         "params_nonzero": nonzero,
-        "sparsity": 1.0 - nonzero / total if total else 0.0,
+        "sparsity_prunable_weights": 1.0 - p_nonzero / p_total if p_total else None,
+        "sparsity_all_params": every,
+        "sparsity": every,
     }
 
 

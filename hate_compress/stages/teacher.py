@@ -175,5 +175,15 @@ def teacher_stage(run: Run) -> None:
         raise GateError(
             f"teacher gate: dev macro F1 {dev_f1:.4f} < teacher.min_f1={gate}; stopping before "
             f"{', '.join(later)} (KD from a weak teacher only teaches its mistakes) — train longer "
-            f"(teacher.train.epochs), check the data, or lower teacher.min_f1"
+            f"(teacher.train.epochs), check the data, or lower teacher.min_f1{smoke_hint(run)}"
         )
+
+
+def smoke_hint(run: Run) -> str:
+    """A trainer that sees a few batches per epoch (`trainer=fast`) is a smoke run, which is
+    about plumbing: say how to turn the gate off rather than how to train better."""
+    limit = run.cfg.trainer.get("limit_train_batches")
+    if limit is None or float(limit) == 1.0:
+        return ""
+    return (f"; trainer.limit_train_batches={limit} looks like a smoke run: use debug=tiny "
+            "(gate off) or add teacher.min_f1=0")
