@@ -9,6 +9,7 @@ seed falls below the median:
     python bench/seed_stability.py --data bengali_hate_v2                # runs, then the table
     python bench/seed_stability.py --data germeval_coarse --seeds 1-10
     python bench/seed_stability.py --from-dir bench/results/seed_stability_bengali_hate_v2
+    python bench/seed_stability.py --data bengali_hate_v2 --store /work/wt/seeds_store  # shared teachers
 
 The sweep it runs is printed and is an ordinary command:
 
@@ -18,7 +19,10 @@ The sweep it runs is printed and is an ordinary command:
 The median is over `--seeds`; `--check-seed` (the default seed 42) is also run and compared with
 that median, so "does the default command land where the other seeds do" is answered directly.
 Writes `bench/results/seed_stability_<data>[_<tag>].json` (per seed: test/dev macro F1, per-class
-test F1, per-epoch dev curve) and prints the markdown table.
+test F1, per-epoch dev curve; the median, min, mean ± std, largest fall below the median; the
+command; the student recipe the cells ran with, which tests/test_student_recipe.py compares
+with conf/student) and prints the markdown table. `--store DIR` sets `paths.cache_dir`, so the
+teacher (and its cached logits) is trained once and shared by every seed and later reruns.
 """
 
 from __future__ import annotations
@@ -26,11 +30,14 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shlex
 import statistics
 import subprocess
 import sys
 from datetime import date
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
@@ -63,6 +70,23 @@ def dev_curve(run_dir: Path) -> list[float]:
                 if row.get("val/macro_f1")]
 
 
+RECIPE_KEYS = (("train", "epochs"), ("train", "lr"), ("train", "warmup_ratio"),
+               ("head", "pooling"))
+
+
+def recipe(cell: Path) -> dict:
+    """The student recipe a cell ran with (student name, epochs, lr, warm-up, pooling), read from
+    Hydra's saved config; {} when the cell has none (hand-made cells in tests)."""
+    path = cell / ".hydra" / "config.yaml"
+    if not path.exists():
+        return {}
+    student = (yaml.safe_load(path.read_text()) or {}).get("student") or {}
+    out = {"student": student.get("name")}
+    for group, key in RECIPE_KEYS:
+        out[f"{group}.{key}"] = (student.get(group) or {}).get(key)
+    return out
+
+
 def collect(sweep_dirs: list[Path]) -> dict[int, dict]:
     """Per seed: test/dev macro F1, per-class test F1 and the dev curve of the KD stage."""
     rows: dict[int, dict] = {}
@@ -82,6 +106,7 @@ def collect(sweep_dirs: list[Path]) -> dict[int, dict]:
             "test_class_f1": {k: v for k, v in kd[split].items() if k.startswith("f1_")},
             "dev_curve": dev_curve(path.parent),
             "teacher_test_macro_f1": metrics["teacher"][split]["macro_f1"],
+            "recipe": recipe(path.parent),
         }
     return rows
 
@@ -150,24 +175,33 @@ def main() -> None:
                         help="largest acceptable fall below the median (macro F1)")
     parser.add_argument("--tag", default="", help="suffix of the sweep dir and results file")
     parser.add_argument("--from-dir", type=Path, nargs="+", help="finished sweep dir(s)")
+    parser.add_argument("--store", type=Path,
+                        help="paths.cache_dir: teacher store shared by the seeds and reruns")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every seed")
     args = parser.parse_args()
     seeds = parse_seeds(args.seeds)
     check = None if args.check_seed < 0 else args.check_seed
     name = f"seed_stability_{args.data}" + (f"_{args.tag}" if args.tag else "")
     sweep_dirs = args.from_dir
+    extra = [*args.overrides, *([f"paths.cache_dir={args.store}"] if args.store else [])]
+    run_seeds = seeds + ([check] if check is not None and check not in seeds else [])
+    cmd = sweep_command(args.data, args.kd, run_seeds, extra, (RESULTS / name).relative_to(ROOT))
+    command = "python " + shlex.join(cmd[1:])
     if sweep_dirs is None:
         sweep_dirs = [RESULTS / name]
-        run_seeds = seeds + ([check] if check is not None and check not in seeds else [])
-        cmd = sweep_command(args.data, args.kd, run_seeds, args.overrides, sweep_dirs[0])
-        print("$ python " + " ".join(cmd[1:]), flush=True)
+        print("$ " + command, flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)
     rows = collect(sweep_dirs)
     summary = stability(rows, seeds, check, args.tolerance)
     out = table(rows, summary)
     print(f"\n{date.today()} — {', '.join(map(str, sweep_dirs))}\n\n{out}")
     RESULTS.mkdir(parents=True, exist_ok=True)
+    recipes = {json.dumps(r["recipe"], sort_keys=True) for r in rows.values()}
+    if len(recipes) > 1:
+        raise SystemExit(f"the cells ran different student recipes: {sorted(recipes)}")
     payload = {"data": args.data, "kd": args.kd, "overrides": args.overrides,
+               "command": command, "bench_command": "python bench/seed_stability.py "
+               + shlex.join(sys.argv[1:]), "recipe": json.loads(recipes.pop()),
                "summary": summary, "seeds": {str(k): v for k, v in sorted(rows.items())}}
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2) + "\n")
 
