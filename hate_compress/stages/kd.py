@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 from transformers import AutoTokenizer
@@ -19,7 +20,12 @@ from hate_compress.kd.teacher import (
     outputs_key,
     tokenizer_fingerprint,
 )
-from hate_compress.kd.terms import HIDDEN_NEEDS, build_composite_loss, check_tokenizer_needs
+from hate_compress.kd.terms import (
+    HIDDEN_NEEDS,
+    CompositeLoss,
+    build_composite_loss,
+    check_tokenizer_needs,
+)
 from hate_compress.kd.text_teacher import is_text_level, text_teacher_source
 from hate_compress.models.backbone import build_tokenizer, resolve_encoder_config
 from hate_compress.run import Run, Trained, register_preflight, register_stage
@@ -124,8 +130,24 @@ def check_kd_tokenizers(run: Run) -> None:
         check_tokenizer_needs(name, opts, shared)
 
 
-@register_stage("kd", rank=10)
-def kd_stage(run: Run) -> None:
+@dataclass
+class PreparedKD:
+    """What `fit_kd` trains: the student, its composed loss, where the teacher's outputs come
+    from (live, or the disk cache built by `prepare_kd`) and whether both read one tokenization.
+    Split from the stage so the benchmarks (bench/common.py) and other stages time and reuse
+    exactly this code instead of a copy of it."""
+
+    student: Trained
+    loss: CompositeLoss
+    source: TeacherSource | None
+    shared: bool
+
+
+def prepare_kd(run: Run) -> PreparedKD:
+    """Build the student, its loss and the teacher source (the output cache is built here).
+
+    The caller seeds first, as the pipeline runner does before every stage, so the student's
+    initialisation depends only on `seed`."""
     if run.teacher is None:
         raise ConfigError("stages: kd needs the teacher stage before it (e.g. stages=[teacher,kd])")
     model, tokenizer = build_classifier(run, "student")
@@ -149,12 +171,24 @@ def kd_stage(run: Run) -> None:
     if "attentions" in loss.needs:  # not when the attention term is skipped across tokenizers
         model.use_eager_attention()
     source = teacher_source(run, loss, shared) if loss.needs else None
-    fit(run, "kd", student, loss, train_cfg=run.cfg.student.train, teacher_source=source,
-        shared_tokenizer=shared)
+    return PreparedKD(student, loss, source, shared)
+
+
+def fit_kd(run: Run, prepared: PreparedKD, stage: str = "kd"):
+    """Train the prepared student in place (checkpoints and logs under `run.stage_dir(stage)`)."""
+    return fit(run, stage, prepared.student, prepared.loss, train_cfg=run.cfg.student.train,
+               teacher_source=prepared.source, shared_tokenizer=prepared.shared)
+
+
+@register_stage("kd", rank=10)
+def kd_stage(run: Run) -> None:
+    prepared = prepare_kd(run)
+    fit_kd(run, prepared)
+    student, source, loss = prepared.student, prepared.source, prepared.loss
     save(run, student, run.stage_dir("kd") / "model")
     run.current = student
     measure_stage(run, "kd", student, extra={
         "kd": run.cfg.kd.name, "student": run.cfg.student.name, "teacher": run.cfg.teacher.name,
-        "shared_tokenizer": shared, "teacher_cache": bool(source and source.cache),
+        "shared_tokenizer": prepared.shared, "teacher_cache": bool(source and source.cache),
         "skipped_terms": [n for n, t in loss.terms.items() if getattr(t, "skipped", False)],
     })
