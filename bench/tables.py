@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,12 +134,15 @@ def render_table(table: Table, results: Path | None = None) -> str:
     return f"{body.rstrip()}\n\n{provenance(docs)}"
 
 
-def render_record(name: str, doc: dict | None) -> str:
-    """One table from one record already in hand (the bench scripts print their table with it)."""
-    table = TABLES[name]
+def render_record(table: str | Callable[..., str], doc: dict | None) -> str:
+    """One table from one record already in hand (the bench scripts print their table with it):
+    `table` is a table name or a renderer from `bench/table_renderers.py`."""
     if doc is None:
-        return pending_line(table, list(table.results))
-    return f"{table.render(doc['results']).rstrip()}\n\n{provenance([doc])}"
+        if not isinstance(table, str):
+            raise ValueError("no record to render")
+        return pending_line(TABLES[table], list(TABLES[table].results))
+    render = TABLES[table].render if isinstance(table, str) else table
+    return f"{render(doc['results']).rstrip()}\n\n{provenance([doc])}"
 
 
 def render_doc(text: str, results: Path | None = None, doc: str = "BENCHMARKS.md") -> str:
