@@ -173,3 +173,17 @@ def test_latency_record_renders():
                              "rows": [{**row, "variant": "torch fp32", "b1 t1 ms": 100.0},
                                       {**row, "variant": "ORT INT8 dynamic", "b1 t1 ms": 40.0}]})
     assert "| m | ORT INT8 dynamic | 10.0 | 40.00 (2.5x) |" in out
+
+
+def test_run_all_steps_write_every_table_and_only_known_steps_run():
+    from bench import run_all
+
+    produced = {name for step in run_all.STEPS for name in step.results}
+    for table in TABLES.values():
+        assert set(table.results) <= produced, f"no `make bench` step writes {table.results}"
+        step = next(s for s in run_all.STEPS if set(table.results) <= set(s.results))
+        if len(step.results) == 1:  # the pending line names the command that writes the file
+            assert table.command == step.command, (table.command, step.command)
+    assert [s.name for s in run_all.select("memory,kd_throughput")] == ["memory", "kd_throughput"]
+    with pytest.raises(SystemExit, match="unknown step.*nope"):
+        run_all.select("memory,nope")
