@@ -12,7 +12,7 @@ export HATE_COMPRESS_DATA_DIR ?= $(SHARED_DATA)
 endif
 DEMO_DATA := $(if $(HATE_COMPRESS_DATA_DIR),germeval_coarse,synthetic)
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench bench-tables clean
 
 install: $(STAMP)
 
@@ -34,8 +34,14 @@ test: install
 lint: install
 	$(PY) -m ruff check hate_compress tests bench
 
+# every benchmark, then BENCHMARKS.md's tables from bench/results/*.json (hours on 2 cores);
+# `make bench ONLY=kd_throughput,memory` runs some (`python bench/run_all.py --list`)
 bench: install
-	$(PY) bench/run_all.py
+	$(PY) bench/run_all.py $(if $(ONLY),--only $(ONLY))
+
+# BENCHMARKS.md's tables from the committed bench/results/*.json, no benchmark run
+bench-tables: install
+	$(PY) bench/tables.py
 
 clean:
 	rm -rf outputs .cache .pytest_cache

@@ -1,12 +1,12 @@
 """What the KD benchmarks share: the tiny teacher/student on real GermEval texts, timing, tables.
 
-Everything on the framework side is built with the package's own functions, in the order
-`hate_compress/stages/kd.py::kd_stage` calls them (`build_classifier`, `shares_tokenizer`,
-`set_tokenizers`, `loss_for`, `teacher_source`, `fit` -> `ClassifierModule` + `make_trainer`), from
-configs composed by Hydra from `conf/` exactly like a real run. Only `save` and `measure_stage`
-(after training) are left out. The plain loop (`plain_kd_loop.py`) gets the *same* teacher
-instance, an identically initialised student, the same tokenizer, texts, batch size and padded
-length.
+The framework side IS the package's KD stage: `framework_kd` calls
+`hate_compress.stages.kd.prepare_kd` (student, loss, teacher source and its output cache) and
+`fit_kd` (`ClassifierModule` + `make_trainer`), the two halves `kd_stage` itself runs, on configs
+composed by Hydra from `conf/` exactly like a real run. Only `save` and `measure_stage` (after
+training) are left out. The plain loop (`plain_kd_loop.py`) gets the *same* teacher instance and
+the student `prepare_kd` builds (same seed, same weights), the same tokenizer, texts, batch size
+and padded length.
 
 Fixed sequence length: the package pads per batch (dynamic padding); a hand-written script
 usually pads every text to `max_length`. To compare equal work, both sides here pad to
@@ -19,12 +19,9 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import datetime as _dt
-import json
 import logging
 import math
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -54,8 +51,8 @@ import hate_compress.resolvers  # noqa: E402,F401  (registers ${data_file:...})
 from hate_compress.app import quiet_lightning  # noqa: E402
 from hate_compress.data.datamodule import HateDataModule  # noqa: E402
 from hate_compress.run import Run, Trained  # noqa: E402
-from hate_compress.stages.common import build_classifier, fit, loss_for, save  # noqa: E402
-from hate_compress.stages.kd import shares_tokenizer, teacher_source  # noqa: E402
+from hate_compress.stages import kd as kd_stage  # noqa: E402  (module: tests spy on it)
+from hate_compress.stages.common import build_classifier, save  # noqa: E402
 
 log = logging.getLogger("bench")
 
@@ -81,30 +78,6 @@ def set_threads(threads: int | None) -> int:
     threads = int(threads or os.cpu_count() or 1)
     torch.set_num_threads(threads)
     return torch.get_num_threads()
-
-
-def machine() -> dict[str, Any]:
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
-    return {
-        "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "lightning": pl.__version__,
-        "loadavg_1_5_15": [round(x, 2) for x in load],
-    }
-
-
-def now_iso() -> str:
-    return _dt.datetime.now().astimezone().isoformat(timespec="seconds")
-
-
-def command_line() -> str:
-    env = f"HATE_COMPRESS_DATA_DIR={os.environ['HATE_COMPRESS_DATA_DIR']} " \
-        if "HATE_COMPRESS_DATA_DIR" in os.environ else ""
-    exe = os.path.relpath(sys.executable, Path.cwd()) if sys.executable else "python"
-    return env + " ".join([exe, *sys.argv])
 
 
 def quiet() -> None:
@@ -227,39 +200,43 @@ def make_setup(
     batch_size: int = DEFAULT_BATCH_SIZE,
     workdir: Path | None = None,
     fixed_length: bool = True,
+    data: str = "germeval_coarse",
     overrides: Sequence[str] = (),
 ) -> KDSetup:
-    """Compose the real config (tiny_teacher -> tiny_student, kd=logit, germeval_coarse), read
-    the data with the package's datamodule and build + save a (randomly initialised) teacher.
+    """Compose the real config (tiny_teacher -> tiny_student, kd=logit, `data`), read the data
+    with the package's datamodule and build + save a (randomly initialised) teacher.
 
     The teacher is not trained: its weights do not change the cost of a step, and training it
     would only cost benchmark time. Validation is switched off (`limit_val_batches=0`) because the
-    plain loop has none; everything else is the default `trainer`, `hardware=cpu`, `logger=csv`."""
+    plain loop has none; everything else is the default `trainer`, `hardware=cpu`, `logger=csv`.
+    `data=synthetic` (the sample shipped with the package) needs no dataset directory: the test
+    of this module runs on it."""
     quiet()
-    check_data()
+    if data != "synthetic":
+        check_data()
     if workdir is None:
         workdir = Path(tempfile.mkdtemp(prefix="kd_bench_", dir=_tmp_root()))
         atexit.register(shutil.rmtree, workdir, ignore_errors=True)
     base = [
-        "data=germeval_coarse", "teacher=tiny_teacher", "student=tiny_student", "kd=logit",
+        f"data={data}", "teacher=tiny_teacher", "student=tiny_student", "kd=logit",
         f"paths.data_dir={data_dir()}", f"paths.cache_dir={workdir / 'cache'}",
         f"paths.output_root={workdir / 'outputs'}", f"data.max_length={max_length}",
-        f"data.batch_size={batch_size}", "resume=false", "+trainer.limit_val_batches=0",
+        f"data.batch_size={batch_size}", "resume=false", "++trainer.limit_val_batches=0",
         *overrides,
     ]
     cfg = compose(base)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_cfg.pop("_target_")
-    data = FixedLengthDataModule(**data_cfg)  # == app.make_data, with the fixed-length collate
-    data.fixed_length = fixed_length
-    data.setup()
+    datamodule = FixedLengthDataModule(**data_cfg)  # == app.make_data, with the fixed-length collate
+    datamodule.fixed_length = fixed_length
+    datamodule.setup()
     pl.seed_everything(SEED, workers=True, verbose=False)
-    run = Run(cfg, workdir / "teacher_run", data)
+    run = Run(cfg, workdir / "teacher_run", datamodule)
     model, tokenizer = build_classifier(run, "teacher")
     teacher = Trained("teacher", model, tokenizer, "teacher")
     save(run, teacher, workdir / "teacher")
-    return KDSetup(workdir, base, cfg, data, teacher, max_length, batch_size,
-                   data.split_sizes["train"])
+    return KDSetup(workdir, base, cfg, datamodule, teacher, max_length, batch_size,
+                   datamodule.split_sizes["train"])
 
 
 def _tmp_root() -> str:
@@ -268,15 +245,18 @@ def _tmp_root() -> str:
     return str(root)
 
 
-def build_student(setup: KDSetup, run: Run | None = None):
-    """`(student, tokenizer, shared)` as kd_stage builds them (same seed -> same weights)."""
-    run = run or setup.new_run(setup.cfg)
+def prepare(run: Run) -> kd_stage.PreparedKD:
+    """The KD stage's first half, seeded as the pipeline runner seeds every stage."""
     pl.seed_everything(int(run.cfg.seed), workers=True, verbose=False)
-    model, tokenizer = build_classifier(run, "student")
-    shared = shares_tokenizer(tokenizer, setup.teacher.tokenizer)
-    if shared:
-        tokenizer = setup.teacher.tokenizer
-    return model, tokenizer, shared
+    return kd_stage.prepare_kd(run)
+
+
+def build_student(setup: KDSetup):
+    """`(student, tokenizer, shared)` exactly as the KD stage builds them (`prepare_kd` with the
+    live teacher; same seed -> same weights): what the plain loop trains."""
+    run = setup.new_run(setup.config(["kd.cache=false"]))
+    prepared = prepare(run)
+    return prepared.student.model, prepared.student.tokenizer, prepared.shared
 
 
 class TrainTimer(Callback):
@@ -306,9 +286,15 @@ class TrainTimer(Callback):
 @dataclass
 class FrameworkResult:
     timer: TrainTimer
-    cache_build_s: float
+    prepare_s: float  # prepare_kd: student + loss + teacher source (the cache build, if cached)
     fit_wall_s: float
     cached: bool
+    prepared: Any = None
+
+    @property
+    def cache_build_s(self) -> float:
+        """Seconds of `prepare_kd` when it built the teacher-output cache, else 0."""
+        return self.prepare_s if self.cached else 0.0
 
 
 def framework_kd(
@@ -321,36 +307,31 @@ def framework_kd(
     extra_callbacks: Sequence[Callback] = (),
     on_phase=None,
 ) -> FrameworkResult:
-    """One KD fit of the framework, built as `kd_stage` builds it. With `cache`, the teacher
-    output cache is built from scratch (its time is returned as `cache_build_s`). `on_phase` is
-    called with "cache", "train" and "done" as the run moves on (memory.py tags RSS samples)."""
+    """One KD fit of the framework: the package's `prepare_kd` then `fit_kd`. With `cache`, the
+    teacher output cache is built from scratch inside `prepare_kd` (so `prepare_s` includes the
+    student build, ~0.1 s, beside the cache). `on_phase` is called with "prepare", "train" and
+    "done" as the run moves on (memory.py tags RSS samples with them)."""
     phase = on_phase or (lambda name: None)
     ov = [f"kd.cache={str(cache).lower()}", f"student.train.epochs={epochs}", *overrides]
     if limit_train_batches:
-        ov.append(f"+trainer.limit_train_batches={int(limit_train_batches)}")
+        ov.append(f"++trainer.limit_train_batches={int(limit_train_batches)}")
     cfg = setup.config(ov)
     timer = TrainTimer()
     run = setup.new_run(cfg, callbacks={"kd": [timer, *extra_callbacks]})
     deterministic = torch.are_deterministic_algorithms_enabled()
     try:
-        # --- kd_stage, verbatim apart from the logging, save and measure_stage ---
-        model, tokenizer, shared = build_student(setup, run)
-        run.data.set_tokenizers({"teacher": run.teacher.tokenizer, "student": tokenizer})
-        student = Trained("student", model, tokenizer, "student")
-        loss = loss_for(run, run.cfg.kd, model, run.teacher.model, shared,
-                        bool(run.cfg.student.train.class_weights))
         if cache:
             setup.clear_teacher_cache()
-        phase("cache")
+        phase("prepare")
         start = time.perf_counter()
-        source = teacher_source(run, loss, shared) if loss.needs else None
-        cache_build_s = time.perf_counter() - start
-        if cache != bool(source is not None and source.cache is not None):
-            raise RuntimeError(f"expected teacher cache={cache}, got {source and source.cache}")
+        prepared = prepare(run)
+        prepare_s = time.perf_counter() - start
+        built = bool(prepared.source is not None and prepared.source.cache is not None)
+        if cache != built:
+            raise RuntimeError(f"expected teacher cache={cache}, prepare_kd built cache={built}")
         phase("train")
         start = time.perf_counter()
-        fit(run, "kd", student, loss, train_cfg=run.cfg.student.train, teacher_source=source,
-            shared_tokenizer=shared)
+        kd_stage.fit_kd(run, prepared)
         fit_wall_s = time.perf_counter() - start
         phase("done")
     finally:
@@ -358,40 +339,7 @@ def framework_kd(
         # it so a plain run in the same process is not measured under the framework's setting
         torch.use_deterministic_algorithms(deterministic)
         setup.cleanup_runs()
-    return FrameworkResult(timer, cache_build_s if cache else 0.0, fit_wall_s, cache)
-
-
-# -- what-if: teacher forward before the student forward (bench-only patch) ------------------------
-
-
-def _teacher_first_loss(self, batch, split):
-    """`ClassifierModule._loss` with the two forwards swapped: the teacher (no grad, eval mode:
-    draws no random numbers, so the student's dropout masks and results are unchanged) runs
-    before the student, whose saved activations then go straight into backward."""
-    from hate_compress.kd.context import LossContext
-
-    teacher = self.teacher_source.outputs(batch, split) if self.teacher_source else None
-    student = self.student_outputs(batch)
-    ctx = LossContext(student=student, teacher=teacher, labels=batch["labels"],
-                      task=self.task, shared_tokenizer=self.shared_tokenizer)
-    total, parts = self.loss(ctx)
-    return total, student, teacher, parts
-
-
-@contextlib.contextmanager
-def teacher_first(enabled: bool = True):
-    """Patch `ClassifierModule._loss` in this process only (never the package's files)."""
-    from hate_compress.training.module import ClassifierModule
-
-    if not enabled:
-        yield
-        return
-    original = ClassifierModule._loss
-    ClassifierModule._loss = _teacher_first_loss
-    try:
-        yield
-    finally:
-        ClassifierModule._loss = original
+    return FrameworkResult(timer, prepare_s, fit_wall_s, cache, prepared)
 
 
 # -- timing helpers --------------------------------------------------------------------------------
@@ -426,14 +374,8 @@ def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str
     return "\n".join(lines)
 
 
-def write_json(name: str, payload: dict) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / name
-    path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    return path
-
-
 def write_text(name: str, text: str) -> Path:
+    """A human-readable companion of a result (`<name>.md`, not committed: the JSON is)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / name
     path.write_text(text)

@@ -1,6 +1,7 @@
 """KD ablation table: kd=none vs logit vs multi_level, same student, several seeds.
 
-Runs (or reads) a Hydra multirun and aggregates mean and spread per KD preset:
+Runs (or reads) a Hydra multirun and aggregates mean and spread per KD preset into
+`bench/results/kd_table_<data>.json` (BENCHMARKS.md's table is rendered from it):
 
     python bench/kd_table.py --data germeval_coarse                # runs the sweep, then the table
     python bench/kd_table.py --from-dir multirun/<date>/<time>     # table of a finished sweep
@@ -15,13 +16,19 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
-from datetime import date
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from bench import results_io, tables  # noqa: E402
+from bench.table_renderers import kd_ablation  # noqa: E402
+
 KDS = ("none", "logit", "multi_level")
 
 
@@ -41,35 +48,35 @@ def collect(sweep_dirs: list[Path]) -> dict[str, list[dict]]:
     return rows
 
 
-def mean_sd(values: list[float]) -> str:
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
+def stats(values: list[float]) -> dict:
+    return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "values": values}
 
 
-def table(rows: dict[str, list[dict]]) -> str:
+def aggregate(rows: dict[str, list[dict]]) -> dict:
+    """Mean and standard deviation over seeds per KD preset: what the table shows."""
     any_run = next(iter(rows.values()))[0]
     split = "test" if "test" in any_run["kd"] else "dev"
-    teacher = any_run["teacher"][split]
-    lines = [
-        f"teacher {any_run['run']['teacher']} ({split}): macro F1 {teacher['macro_f1']:.4f}",
-        "",
-        f"| kd | seeds | {split} macro F1 | {split} hate/min-class F1 | dev macro F1 | agreement |",
-        "|---|---|---|---|---|---|",
-    ]
+    out_rows = []
+    hate = "hate_f1" in any_run["kd"][split]
     for kd in KDS:
         runs = rows.get(kd, [])
         if not runs:
             continue
         stage = [r["kd"] for r in runs]
-        second = "hate_f1" if "hate_f1" in stage[0][split] else None
-        minority = [s[split].get(second) if second else min(
+        minority = [s[split]["hate_f1"] if hate else min(
             v for k, v in s[split].items() if k.startswith("f1_")) for s in stage]
-        lines.append(
-            f"| {kd} | {len(runs)} | {mean_sd([s[split]['macro_f1'] for s in stage])} | "
-            f"{mean_sd(minority)} | {mean_sd([s['dev']['macro_f1'] for s in stage])} | "
-            f"{mean_sd([s[split]['agreement'] for s in stage])} |"
-        )
-    return "\n".join(lines)
+        out_rows.append({
+            "kd": kd, "seeds": len(runs), "seed_values": sorted(r["run"].get("seed") for r in runs),
+            "macro_f1": stats([s[split]["macro_f1"] for s in stage]),
+            "minority_f1": stats(minority),
+            "dev_macro_f1": stats([s["dev"]["macro_f1"] for s in stage]),
+            "agreement": stats([s[split]["agreement"] for s in stage]),
+        })
+    return {"split": split, "minority_label": "hate F1" if hate else "lowest per-class F1",
+            "teacher": {"name": any_run["run"]["teacher"],
+                        "macro_f1": any_run["teacher"][split]["macro_f1"]},
+            "rows": out_rows}
 
 
 def main() -> None:
@@ -79,15 +86,21 @@ def main() -> None:
     parser.add_argument("--from-dir", type=Path, nargs="+", help="finished sweep dir(s)")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every cell")
     args = parser.parse_args()
+    name = f"kd_table_{args.data}"
+    record = results_io.Recorder(name)
     sweep_dirs = args.from_dir
+    sweep = None
     if sweep_dirs is None:
-        sweep_dirs = [ROOT / "bench" / "results" / f"kd_table_{args.data}"]
+        sweep_dirs = [ROOT / "bench" / "results" / name]
         cmd = sweep_command(args.data, args.seeds, args.overrides, sweep_dirs[0])
-        print("$ python " + " ".join(cmd[1:]), flush=True)
+        sweep = shlex.join(["python", *cmd[1:]])
+        print("$ " + sweep, flush=True)
         subprocess.run(cmd, cwd=ROOT, check=True)
-    out = table(collect(sweep_dirs))
-    print(f"\n{date.today()} — {', '.join(map(str, sweep_dirs))}\n\n{out}")
-    (sweep_dirs[0] / "kd_table.md").write_text(out + "\n")
+    result = aggregate(collect(sweep_dirs))
+    result.update({"data": args.data, "sweep_command": sweep,
+                   "sweep_dirs": [str(d) for d in sweep_dirs]})
+    record.write(result, note=None)  # quality only: deterministic, load does not matter
+    print("\n" + tables.render_record(kd_ablation, results_io.read(name)))
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ static QDQ INT8 (`quant=onnx`, `onnx_int8`, `onnx_static_int8`, the same package
 pipeline uses), plus the file sizes. Also (issue 15 item 7): 50% unstructured magnitude
 sparsity + ORT INT8, and 50% structured pruning (heads + FFN neurons) + ORT INT8 — does either
 make ONNX Runtime faster? Static calibration uses random token ids (scales only; no accuracy is
-reported here). Writes bench/results/latency_realistic.json and .md.
+reported here). Writes bench/results/latency_realistic.json (bench/results_io.py).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -33,6 +32,7 @@ if str(REPO) not in sys.path:
 import torch  # noqa: E402
 from transformers import AutoConfig, AutoModel  # noqa: E402
 
+from bench import results_io, tables  # noqa: E402
 from hate_compress.artifacts import ModelCard, save_classifier  # noqa: E402
 from hate_compress.compress import pruning  # noqa: E402
 from hate_compress.compress.measure import MB, batch_of  # noqa: E402
@@ -45,7 +45,6 @@ from hate_compress.compress.onnx_export import (  # noqa: E402
 from hate_compress.compress.quantization import quantize_model  # noqa: E402
 from hate_compress.models.classifier import HateClassifier  # noqa: E402
 
-RESULTS = REPO / "bench" / "results"
 SHAPES = {
     "bert_base": ("bert", dict(num_hidden_layers=12, hidden_size=768, num_attention_heads=12,
                                intermediate_size=3072, vocab_size=30000)),
@@ -131,8 +130,9 @@ def main() -> None:
     parser.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     parser.add_argument("--batches", nargs="*", type=int, default=[1, 32])
     args = parser.parse_args()
+    record = results_io.Recorder("latency_realistic")
     example = inputs()
-    rows, lines = [], []
+    rows = []
     cols = [f"b{b} t{t} ms" for b in args.batches for t in args.threads]
     for shape in args.models:
         work = Path(tempfile.mkdtemp(prefix="latency_realistic_"))
@@ -147,20 +147,14 @@ def main() -> None:
                 print(json.dumps(row), flush=True)
         finally:
             shutil.rmtree(work, ignore_errors=True)
-    header = "| model | variant | size MB | " + " | ".join(cols) + " |"
-    lines = [header, "|" + "---|" * (3 + len(cols))]
-    for row in rows:
-        base = next(r for r in rows if r["model"] == row["model"] and r["variant"] == "torch fp32")
-        cells = [f"{row[c]:.2f} ({base[c] / row[c]:.1f}x)" for c in cols]
-        lines.append(f"| {row['model']} | {row['variant']} | {row['size_mb']} | " + " | ".join(cells) + " |")
-    meta = {"command": "python " + " ".join(sys.argv), "runs": args.runs, "warmup": args.warmup,
-            "seq": SEQ, "weights": "random (latency does not depend on values)",
-            "cpu_cores": os.cpu_count(), "loadavg": os.getloadavg(), "torch": torch.__version__}
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "latency_realistic.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    text = "\n".join(lines) + "\n\n(x) = speedup vs torch fp32 of the same shape, same batch and threads\n"
-    (RESULTS / "latency_realistic.md").write_text(text)
-    print("\n" + text)
+    path = record.write({
+        "settings": {"runs": args.runs, "warmup": args.warmup, "seq": SEQ, "threads": args.threads,
+                     "batches": args.batches, "models": args.models,
+                     "weights": "random (latency does not depend on the values)"},
+        "columns": cols, "rows": rows,
+    })
+    print("\n" + tables.render_record("latency_realistic", results_io.read("latency_realistic")))
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -5,8 +5,10 @@ Per mode a child process builds the benchmark setup (config, GermEval data, toke
 and trains one epoch; the parent reads that child's own peak RSS from `os.wait4` (its
 `ru_maxrss`, i.e. `getrusage(RUSAGE_CHILDREN)` for that one child — the plain RUSAGE_CHILDREN
 value is a running max over all children, so it could not separate the modes). The child also
-samples its RSS with psutil every 5 ms, tagged by phase (setup / cache build / training epoch),
-so the table shows what the epoch itself adds on top of the setup.
+samples its RSS with psutil every 5 ms, tagged by phase (setup / `prepare_kd`, which builds the
+teacher-output cache in cached mode / training epoch), so the table shows what the epoch itself
+adds on top of the setup. The framework side is the package's KD stage (`prepare_kd` +
+`fit_kd`, via `common.framework_kd`). Writes bench/results/memory.json.
 
     python bench/memory.py                        # full epoch, ~2.5 min on 2 busy cores
     python bench/memory.py --epoch-examples 1024  # shorter epoch (~1 min); peaks barely move
@@ -30,6 +32,7 @@ try:
 except ImportError:  # `python bench/memory.py`
     import common
     from plain_kd_loop import plain_kd
+from bench import results_io, tables  # noqa: E402  (common put the repository on sys.path)
 
 MODES = ("live", "cached", "plain")
 MB = 1024 * 1024
@@ -93,7 +96,7 @@ def child(mode: str, args) -> None:
     print(json.dumps({
         "mode": mode, "steps": steps, "train_examples": len(setup.data.train_texts),
         "rss_ready_mb": peaks.get("ready", 0) / MB,
-        "peak_cache_build_mb": peaks.get("cache", 0) / MB,
+        "peak_prepare_mb": peaks.get("prepare", 0) / MB,
         "peak_train_mb": peaks.get("train", 0) / MB,
         "ru_maxrss_self_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MB,
         "threads": common.torch.get_num_threads(),
@@ -120,42 +123,6 @@ def run_child(mode: str, args) -> dict:
     return result
 
 
-def render(r: dict) -> str:
-    m = r["machine"]
-    base = {x["mode"]: x for x in r["results"]}
-    rows = []
-    labels = {"live": "framework, teacher live", "cached": "framework, teacher output cache",
-              "plain": "plain PyTorch loop (reference)"}
-    for mode in r["modes"]:
-        x = base[mode]
-        rows.append([labels[mode], f"{x['ru_maxrss_child_mb']:.0f}", f"{x['rss_ready_mb']:.0f}",
-                     f"{x['peak_cache_build_mb']:.0f}" if mode == "cached" else "–",
-                     f"{x['peak_train_mb']:.0f}",
-                     f"{x['peak_train_mb'] - x['rss_ready_mb']:+.0f}", x["steps"],
-                     f"{x['seconds']:.0f}"])
-    table = common.markdown_table(
-        ["mode", "peak RSS MB (ru_maxrss)", "RSS before KD MB", "peak during cache build MB",
-         "peak during epoch MB", "epoch adds MB", "steps", "wall s"], rows)
-    s = r["settings"]
-    return "\n".join([
-        "## Peak memory of one KD epoch", "",
-        f"- date: {r['date']}",
-        f"- machine: {m['cpu_cores']} CPU cores, torch threads {s['threads']}, torch {m['torch']}, "
-        f"lightning {m['lightning']}; load average {m['loadavg_1_5_15']}",
-        f"- command: `{r['command']}`",
-        f"- one epoch of {base[r['modes'][0]]['train_examples']} GermEval train examples, batch "
-        f"{s['batch_size']}, padded to {s['max_length']}; tiny_teacher 4x256 -> tiny_student 2x128; "
-        "each mode in a fresh subprocess", "",
-        table, "",
-        "How to read it: peak RSS = the child's `ru_maxrss` (whole process: Python, torch, "
-        "the data, both models, the tokenizer). 'RSS before KD' is after setup (data read, "
-        "tokenizer, teacher built and saved); 'epoch adds' = peak during the epoch minus that. "
-        "The cache mode still holds the teacher (a real run needs it for the dev/test "
-        "agreement metric and any live fallback); what it saves is the teacher's activations "
-        "per step.",
-    ])
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--modes", default=",".join(MODES), help="comma list of live,cached,plain")
@@ -171,22 +138,20 @@ def main() -> None:
         child(args.child, args)
         return
     common.check_data()
+    record = results_io.Recorder("memory")
     Path(args.log).unlink(missing_ok=True)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = set(modes) - set(MODES)
     if bad:
         sys.exit(f"error: unknown mode(s) {sorted(bad)}; choose from {', '.join(MODES)}")
-    result = {"date": common.now_iso(), "command": common.command_line(),
-              "machine": common.machine(), "settings": vars(args), "modes": modes, "results": []}
+    result = {"settings": vars(args), "modes": modes, "runs": []}
     for mode in modes:
-        result["results"].append(run_child(mode, args))
-        x = result["results"][-1]
+        result["runs"].append(run_child(mode, args))
+        x = result["runs"][-1]
         print(f"{mode}: peak RSS {x['ru_maxrss_child_mb']:.0f} MB ({x['seconds']:.0f} s)", flush=True)
-    report = render(result)
-    print("\n" + report)
-    common.write_json("memory.json", result)
-    common.write_text("memory.md", report + "\n")
-    print(f"\nwrote {common.RESULTS / 'memory.json'} and memory.md")
+    path = record.write(result)
+    print("\n" + tables.render_record("memory", results_io.read("memory")))
+    print(f"\nwrote {path}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ such a script returns for logging. Texts are tokenized once up front and padded 
 `max_length`, as hand-written scripts usually do (`padding="max_length"`).
 
 Standalone: ``python bench/plain_kd_loop.py --steps 60`` prints its samples/s with the same tiny
-teacher/student as `kd_throughput.py` (which imports `plain_kd_train` from here).
+teacher/student as `kd_throughput.py` (which imports `plain_kd` from here) and writes
+bench/results/plain_kd_loop.json.
 """
 
 from __future__ import annotations
@@ -121,7 +122,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (see bench/README.md)")
     parser.add_argument("--max-length", type=int, default=common.DEFAULT_MAX_LENGTH)
     parser.add_argument("--batch-size", type=int, default=common.DEFAULT_BATCH_SIZE)
+    parser.add_argument("--out", default="plain_kd_loop", help="results name in bench/results/")
     args = parser.parse_args()
+    from bench import results_io, tables  # common put the repository on sys.path
+
+    record = results_io.Recorder(args.out)
     threads = common.set_threads(args.threads)
     setup = common.make_setup(max_length=args.max_length, batch_size=args.batch_size)
     try:
@@ -131,9 +136,13 @@ def main() -> None:
 
         shutil.rmtree(setup.workdir, ignore_errors=True)
     seconds = common.window(out["batch_starts"], args.warmup, args.steps)
-    print(f"plain KD loop: {args.steps * args.batch_size / seconds:.1f} samples/s "
-          f"({1000 * seconds / args.steps:.1f} ms/step, batch {args.batch_size}, length "
-          f"{args.max_length}, {threads} threads, last loss {out['last_loss']:.4f})")
+    path = record.write({
+        "settings": vars(args), "torch_threads": threads, "steps": args.steps,
+        "seconds": seconds, "samples_per_s": args.steps * args.batch_size / seconds,
+        "ms_per_step": 1000 * seconds / args.steps, "last_loss": out["last_loss"],
+    })
+    print(tables.render_record("plain_kd_loop", results_io.read(args.out)))
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Where the framework's KD step spends its time (live teacher), and what the cache build costs.
 
 Four looks at the same step (tiny_teacher 4x256 -> tiny_student 2x128, batch 32 x 64 tokens,
-logit KD, the package's ClassifierModule + Trainer as `stages/kd.py` builds them):
+logit KD, the package's KD stage itself: `prepare_kd` + `fit_kd` from `stages/kd.py`):
 
 1. Lightning's SimpleProfiler: ms per step of every hook/action of the training loop (what is
    Lightning machinery and what is the model's work), next to the plain loop's ms/step.
@@ -9,16 +9,15 @@ logit KD, the package's ClassifierModule + Trainer as `stages/kd.py` builds them
    transformers, Lightning, hate_compress, progress bar, ...) and the framework's own per-step
    entry points (logging, reseed, teacher source, collate, clipping).
 3. torch.profiler (CPU): the top aten ops by self time.
-4. cProfile of the teacher-output cache build (one-off): teacher forward vs hashing,
-   tokenization, file write.
-5. Ablation of the one real difference found: the framework runs the student forward *before*
-   the teacher forward (`ClassifierModule._loss`), the plain loop after it. One framework run
-   with `_loss` patched in this process (never in the package files) to alternate the two
-   orders batch by batch.
+4. cProfile of `prepare_kd` building the teacher-output cache (one-off): teacher forward vs
+   hashing, tokenization, file write.
 Plus one environment check: the same plain step with 1 vs 2 torch threads (`--threads-check`).
 
     python bench/profile_kd.py                    # ~2 min on 2 busy cores
     python bench/profile_kd.py --steps 40 --top 30
+
+Writes bench/results/profile_kd.json (all tables' numbers; BENCHMARKS.md shows a summary) and
+bench/results/profile_kd.md (the full tables, not committed).
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ try:
 except ImportError:  # `python bench/profile_kd.py`
     import common
     from plain_kd_loop import plain_kd
+from bench import results_io, tables  # noqa: E402  (common put the repository on sys.path)
 
 
 class WindowProfiler(Callback):
@@ -172,23 +172,18 @@ def torch_profile(setup, warmup, steps, top):
 
 
 def cache_build_profile(setup, examples, top):
-    from hate_compress.stages.common import loss_for
-    from hate_compress.stages.kd import teacher_source
-
+    """cProfile of the KD stage's `prepare_kd` with a fresh teacher-output cache."""
     setup.data.use_examples(examples)
-    cfg = setup.config(["kd.cache=true"])
-    run = setup.new_run(cfg)
-    student, tokenizer, shared = common.build_student(setup, run)
-    run.data.set_tokenizers({"teacher": run.teacher.tokenizer, "student": tokenizer})
-    loss = loss_for(run, cfg.kd, student, run.teacher.model, shared,
-                    bool(cfg.student.train.class_weights))
+    run = setup.new_run(setup.config(["kd.cache=true"]))
     setup.clear_teacher_cache()
     prof = cProfile.Profile()
     start = time.perf_counter()
     prof.enable()
-    teacher_source(run, loss, shared)
+    prepared = common.prepare(run)
     prof.disable()
     seconds = time.perf_counter() - start
+    if prepared.source is None or prepared.source.cache is None:
+        raise RuntimeError("prepare_kd built no teacher-output cache with kd.cache=true")
     setup.data.use_examples(None)
     stats = pstats.Stats(prof)
     labels = (
@@ -206,48 +201,6 @@ def cache_build_profile(setup, examples, top):
         calls = sum(v[1] for k, v in stats.stats.items() if k[2] == name and frag in k[0])
         parts.append((cum, calls, label))
     return seconds, parts
-
-
-# -- 5. ablation: the forward order, interleaved step by step ---------------------------------------
-
-
-def order_ablation(setup, warmup, steps):
-    """The framework with `ClassifierModule._loss` patched (in this process only) to alternate,
-    batch by batch, between its own order (student forward, then teacher) and the teacher
-    forward first. Interleaving per step makes both orders see the same background load, which
-    separate runs on this machine do not (+-10% between runs). Also times the teacher forward
-    itself with forward hooks on the teacher."""
-    from hate_compress.training.module import ClassifierModule
-
-    original = ClassifierModule._loss
-    calls = {"n": 0}
-    teacher_s: list[float] = []
-    started: list[float] = []
-
-    def alternating(self, batch, split):
-        first = calls["n"] % 2 == 1  # even batches: as is; odd: teacher first
-        calls["n"] += 1
-        return (common._teacher_first_loss if first else original)(self, batch, split)
-
-    model = setup.teacher.model
-    hooks = [model.register_forward_pre_hook(lambda m, a: started.append(time.perf_counter())),
-             model.register_forward_hook(
-                 lambda m, a, o: teacher_s.append(time.perf_counter() - started[-1]))]
-    ClassifierModule._loss = alternating
-    try:
-        fw = common.framework_kd(setup, cache=False, limit_train_batches=warmup + 2 * steps + 1)
-    finally:
-        ClassifierModule._loss = original
-        for hook in hooks:
-            hook.remove()
-    starts = fw.timer.batch_starts
-    out = {}
-    for parity, name in ((0, "as is: student forward, then teacher"),
-                         (1, "teacher forward first (bench patch of ClassifierModule._loss)")):
-        idx = [k for k in range(warmup, warmup + 2 * steps) if k % 2 == parity]
-        out[name] = (1000 * statistics.median(starts[k + 1] - starts[k] for k in idx),
-                     1000 * statistics.median(teacher_s[k] for k in idx), len(idx))
-    return out
 
 
 # -- environment check -----------------------------------------------------------------------------
@@ -272,20 +225,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--cache-examples", type=int, default=256,
                         help="train examples for the cache-build profile (dev in proportion)")
-    parser.add_argument("--order-steps", type=int, default=20,
-                        help="steps per order in the interleaved forward-order ablation (0 = skip)")
     parser.add_argument("--no-threads-check", dest="threads_check", action="store_false")
     parser.add_argument("--max-length", type=int, default=common.DEFAULT_MAX_LENGTH)
     parser.add_argument("--batch-size", type=int, default=common.DEFAULT_BATCH_SIZE)
     args = parser.parse_args()
+    record = results_io.Recorder("profile_kd")
     threads = common.set_threads(args.threads)
     W, N, top = args.warmup, args.steps, args.top
-    started = time.perf_counter()
     setup = common.make_setup(max_length=args.max_length, batch_size=args.batch_size)
     log_path = common.RESULTS / "profile_kd.log"
     log_path.unlink(missing_ok=True)
-    result = {"date": common.now_iso(), "command": common.command_line(),
-              "machine": common.machine(), "settings": vars(args)}
+    result = {"settings": vars(args), "torch_threads": threads}
     try:
         with common.stderr_to(log_path):
             plain = plain_kd(setup, max_steps=W + N + 1)
@@ -295,7 +245,6 @@ def main() -> None:
             torch_rows, torch_total = torch_profile(setup, W, N, top)
             cache_s, cache_parts = cache_build_profile(setup, args.cache_examples, top)
             cache_examples = args.cache_examples
-            ablation = order_ablation(setup, W, args.order_steps) if args.order_steps else None
             thr = threads_check(setup, 1, 3) if args.threads_check else None
     finally:
         shutil.rmtree(setup.workdir, ignore_errors=True)
@@ -304,9 +253,9 @@ def main() -> None:
     fmt = common.markdown_table
     out = [
         "## Profile of the framework's KD step (teacher live)", "",
-        f"- date: {result['date']}; machine: {result['machine']['cpu_cores']} cores, torch threads "
-        f"{threads}, load average {result['machine']['loadavg_1_5_15']}",
-        f"- command: `{result['command']}` ({time.perf_counter() - started:.0f} s)",
+        f"- date: {record.date}; torch threads {threads}, load average at start "
+        f"{record.loadavg_start}",
+        f"- command: `{record.command}`",
         f"- {N} steps after {W} warm-up, batch {args.batch_size} x {args.max_length} tokens", "",
         f"### 1. Lightning SimpleProfiler, ms per step (framework step {simple_ms:.1f} ms with the "
         f"profiler on; plain loop {plain_ms:.1f} ms)", "",
@@ -330,14 +279,6 @@ def main() -> None:
         fmt(["part", "seconds", "calls", "% of build"],
             [[label, f"{s:.3f}", c, f"{100 * s / cache_s:.1f}"] for s, c, label in cache_parts]),
     ]
-    if ablation:
-        base = next(iter(ablation.values()))[0]
-        out += ["", f"### 5. Ablation: forward order, interleaved batch by batch in one framework "
-                f"run ({args.order_steps} steps per order)", "",
-                fmt(["order", "median step ms", "median teacher forward ms", "steps",
-                     "step time vs as is"],
-                    [[name, f"{st:.1f}", f"{tf:.1f}", n, f"{st / base:.3f}"]
-                     for name, (st, tf, n) in ablation.items()])]
     if thr:
         out += ["", "### Environment: plain KD step vs torch threads (one run each)", "",
                 fmt(["torch threads", "ms/step"], [[k, f"{v:.0f}"] for k, v in sorted(thr.items())])]
@@ -347,10 +288,11 @@ def main() -> None:
                    "cprofile": {"step_ms": cp_step, "origins": origins, "entries": entries,
                                 "top": funcs},
                    "torch_ops": torch_rows, "cache_build_s": cache_s, "cache_parts": cache_parts,
-                   "order_ablation": ablation, "threads_check_ms": thr})
-    common.write_json("profile_kd.json", result)
+                   "threads_check_ms": thr})
+    path = record.write(result)
     common.write_text("profile_kd.md", report + "\n")
-    print(f"\nwrote {common.RESULTS / 'profile_kd.json'} and profile_kd.md")
+    print("\n" + tables.render_record("profile_kd", results_io.read("profile_kd")))
+    print(f"\nwrote {path} and {common.RESULTS / 'profile_kd.md'}")
 
 
 if __name__ == "__main__":

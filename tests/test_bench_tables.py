@@ -1,0 +1,189 @@
+"""bench/tables.py: BENCHMARKS.md's tables come from bench/results/*.json and nowhere else.
+
+A table between `<!-- table:NAME -->` markers is replaced by what its JSON says; `--check` fails
+on a doc that no longer matches its JSON; a missing JSON leaves a visible "pending" line instead
+of an old number; a broken marker is an exit-2 error naming it. No torch, no training.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import results_io, tables
+from bench.table_renderers import TABLES, kd_ablation, latency_realistic, pipeline_run
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PLAIN = {"settings": {"warmup": 5, "batch_size": 32, "max_length": 64}, "torch_threads": 1,
+         "steps": 60, "seconds": 4.0, "samples_per_s": 480.0, "ms_per_step": 66.7, "last_loss": 0.5}
+
+
+def doc_with(*blocks: str, prose: str = "Some prose, 12.5 ms, kept as is.\n") -> str:
+    body = "".join(f"<!-- table:{b} -->\nold 999.9 numbers\n<!-- /table:{b} -->\n" for b in blocks)
+    return f"# Benchmarks\n\n{prose}\n{body}\n## A section without markers\n\n| a |\n|---|\n| 1 |\n"
+
+
+@pytest.fixture
+def paths(tmp_path):
+    doc, results = tmp_path / "BENCH.md", tmp_path / "results"
+    results.mkdir()
+    return doc, results
+
+
+def run(doc: Path, results: Path, *extra: str) -> int:
+    return tables.main(["--doc", str(doc), "--results", str(results), *extra])
+
+
+def write_plain(results: Path, **changes) -> None:
+    results_io.write("plain_kd_loop", {**PLAIN, **changes}, command="python bench/plain_kd_loop.py",
+                     results=results)
+
+
+def test_render_replaces_only_the_marked_table(paths):
+    doc, results = paths
+    doc.write_text(doc_with("plain_kd_loop"))
+    write_plain(results)
+    assert run(doc, results) == 0
+    text = doc.read_text()
+    assert "| plain PyTorch KD loop | 480.0 | 67 |" in text
+    assert "`python bench/plain_kd_loop.py`" in text  # provenance: the command behind the numbers
+    assert "999.9" not in text
+    # everything outside the markers is byte-for-byte what it was
+    before = doc_with("plain_kd_loop")
+    assert text.split("<!-- table:")[0] == before.split("<!-- table:")[0]
+    assert text.split("<!-- /table:plain_kd_loop -->")[1] == before.split("<!-- /table:plain_kd_loop -->")[1]
+    assert run(doc, results) == 0 and doc.read_text() == text  # idempotent
+
+
+def test_check_detects_a_stale_doc_and_changes_nothing(paths, capsys):
+    doc, results = paths
+    doc.write_text(doc_with("plain_kd_loop"))
+    write_plain(results)
+    assert run(doc, results, "--check") == 1  # the doc still has the hand-written 999.9
+    assert run(doc, results) == 0
+    assert run(doc, results, "--check") == 0
+    write_plain(results, samples_per_s=250.0)  # a rerun measured something else
+    rendered = doc.read_text()
+    capsys.readouterr()
+    assert run(doc, results, "--check") == 1
+    assert "plain_kd_loop" in capsys.readouterr().err
+    assert doc.read_text() == rendered  # --check never writes
+
+
+def test_missing_json_renders_pending_not_an_old_number(paths):
+    doc, results = paths
+    doc.write_text(doc_with("plain_kd_loop", "memory"))
+    write_plain(results)
+    assert run(doc, results) == 0
+    text = doc.read_text()
+    assert "**pending: run `python bench/memory.py`** (no bench/results/memory.json yet)" in text
+    assert "999.9" not in text
+    assert "480.0" in text
+    assert run(doc, results, "--check") == 0  # pending is a rendered state, not a stale one
+
+
+@pytest.mark.parametrize("text, fragment", [
+    ("<!-- table:plain_kd_loop -->\nx\n", "<!-- table:plain_kd_loop --> is never closed"),
+    ("<!-- table:no_such_table -->\nx\n<!-- /table:no_such_table -->\n", "unknown table 'no_such_table'"),
+    ("x\n<!-- /table:memory -->\n", "closes table 'memory', which was never opened"),
+    ("<!-- table:memory -->\n<!-- /table:plain_kd_loop -->\n", "closes 'plain_kd_loop' but"),
+    ("<!-- table:memory -->\n<!-- table:plain_kd_loop -->\n", "opens inside <!-- table:memory -->"),
+    ("<!-- table:memory -->\n<!-- /table:memory -->\n<!-- table:memory -->\n<!-- /table:memory -->\n",
+     "table 'memory' appears twice"),
+    ("<!-- table: -->\n", "marker without a table name"),
+])
+def test_bad_markers_exit_2_naming_the_marker(paths, capsys, text, fragment):
+    doc, results = paths
+    doc.write_text("# B\n\n" + text)
+    assert run(doc, results) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and "BENCH.md:" in err
+    assert doc.read_text() == "# B\n\n" + text
+    assert run(doc, results, "--check") == 2
+
+
+def test_malformed_result_file_exits_2_naming_it(paths, capsys):
+    doc, results = paths
+    doc.write_text(doc_with("plain_kd_loop"))
+    results_io.write("plain_kd_loop", {"settings": {}}, results=results)  # no numbers in it
+    assert run(doc, results) == 2
+    assert "plain_kd_loop.json" in capsys.readouterr().err
+    (results / "plain_kd_loop.json").write_text("{not json")
+    assert run(doc, results) == 2
+    assert "not valid JSON" in capsys.readouterr().err
+
+
+def test_results_io_records_command_date_and_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    record = results_io.Recorder("x", argv=[str(ROOT / "bench" / "memory.py"), "--modes", "live"])
+    path = record.write({"value": 1.5}, results=tmp_path)
+    doc = json.loads(path.read_text())
+    assert doc["command"] == "OMP_NUM_THREADS=1 python bench/memory.py --modes live"
+    assert doc["results"] == {"value": 1.5} and doc["date"][:2] == "20"
+    assert doc["machine"]["cpu_cores"] and doc["machine"]["env"]["OMP_NUM_THREADS"] == "1"
+    assert "shared" in doc["note"]
+    with pytest.raises(ValueError, match="bare name"):
+        results_io.write("a/b", {}, results=tmp_path)
+
+
+def test_benchmarks_md_is_in_sync_with_its_results():
+    """The committed doc says exactly what the committed JSON files say (run `make bench-tables`)."""
+    assert tables.main(["--check"]) == 0
+    text = (ROOT / "BENCHMARKS.md").read_text()
+    assert {b.name for b in tables.find_blocks(text)} <= set(TABLES)
+
+
+# producers and renderers agree on the record's shape (hand-made inputs, no training)
+
+
+def test_kd_table_record_renders():
+    from bench import kd_table
+
+    def cell(kd, seed, f1):
+        return {"run": {"status": "ok", "kd": kd, "seed": seed, "teacher": "tiny_teacher"},
+                "teacher": {"test": {"macro_f1": 0.64}},
+                "kd": {"test": {"macro_f1": f1, "hate_f1": f1 - 0.1, "agreement": 0.9},
+                       "dev": {"macro_f1": f1 + 0.05}}}
+
+    rows = {kd: [cell(kd, s, 0.6 + 0.01 * s) for s in (1, 2, 3)] for kd in kd_table.KDS}
+    out = kd_ablation(kd_table.aggregate(rows))
+    assert "| logit | 3 | 0.6200 ± 0.0100 | 0.5200 ± 0.0100 |" in out
+    assert "test hate F1" in out and "0.6400" in out
+
+
+def test_pipeline_summary_record_renders():
+    from bench.compression import markdown_rows
+
+    summary = ("quality on test\nseed 42\n\n| stage | macro F1 | size MB |\n|---|---|---|\n"
+               "| teacher | 0.6426 | 21.8 |\n| kd | 0.6479 | 6.2061 |\n\ntarget x: 1 vs 0.95 -> met\n")
+    headers, rows = markdown_rows(summary)
+    out = pipeline_run({"headers": headers, "rows": rows, "split": "test",
+                        "targets": {"f1_retention": {"value": 1.0083, "target": 0.95, "met": True}},
+                        "stage_seconds": {"teacher": 18.2, "kd": 44.0}})
+    assert "| kd | 0.6479 | 6.2061 |" in out
+    assert "f1_retention 1.0083 vs 0.95 -> met" in out and "kd 44" in out
+
+
+def test_latency_record_renders():
+    row = {"model": "m", "size_mb": 10.0}
+    out = latency_realistic({"settings": {"seq": 64, "runs": 3, "warmup": 1}, "columns": ["b1 t1 ms"],
+                             "rows": [{**row, "variant": "torch fp32", "b1 t1 ms": 100.0},
+                                      {**row, "variant": "ORT INT8 dynamic", "b1 t1 ms": 40.0}]})
+    assert "| m | ORT INT8 dynamic | 10.0 | 40.00 (2.5x) |" in out
+
+
+def test_run_all_steps_write_every_table_and_only_known_steps_run():
+    from bench import run_all
+
+    produced = {name for step in run_all.STEPS for name in step.results}
+    for table in TABLES.values():
+        assert set(table.results) <= produced, f"no `make bench` step writes {table.results}"
+        step = next(s for s in run_all.STEPS if set(table.results) <= set(s.results))
+        if len(step.results) == 1:  # the pending line names the command that writes the file
+            assert table.command == step.command, (table.command, step.command)
+    assert [s.name for s in run_all.select("memory,kd_throughput")] == ["memory", "kd_throughput"]
+    with pytest.raises(SystemExit, match="unknown step.*nope"):
+        run_all.select("memory,nope")
