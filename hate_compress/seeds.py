@@ -71,7 +71,7 @@ def run_seeds(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     A user error (a bad config, a missing file) stops at the first seed that hits it: the next
     seeds would hit it too. What finished is aggregated and written either way."""
-    from hate_compress.app import run_pipeline
+    from hate_compress.pipeline.runner import run_pipeline
 
     run_dir = Path(run_dir)
     seeds = parse_seeds(cfg)

@@ -13,7 +13,7 @@ NOT_STAGES = ("run", "targets")  # the entries of metrics.json that are not a st
 
 def stage_order(metrics: dict) -> list[str]:
     """The stages in `metrics`, in the order the pipeline ran them: `run.stages` (put in order
-    by the stage registry, `hate_compress.run.STAGES`), else the order they were recorded."""
+    by the stage registry, `hate_compress.stages.state.STAGES`), else the order they were recorded."""
     listed = (metrics.get("run") or {}).get("stages")
     names = list(listed) if listed else [k for k in metrics if k not in NOT_STAGES]
     return [s for s in names if isinstance(metrics.get(s), dict)]

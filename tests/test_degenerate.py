@@ -8,8 +8,8 @@ import json
 import pytest
 import torch
 
-from hate_compress.app import run_pipeline
 from hate_compress.metrics import DEGENERATE_SHARE, classification_metrics
+from hate_compress.pipeline.runner import run_pipeline
 from hate_compress.summary import degenerate, summary_table
 
 NAMES = ["OTHER", "OFFENSE"]

@@ -178,7 +178,7 @@ def test_group_retention_by_hand():
 
 
 def test_banglamultihate_keeps_to_whom(shared_data, monkeypatch):
-    from hate_compress.app import make_data
+    from hate_compress.pipeline.runner import make_data
     from tests.conftest import compose_cfg
 
     monkeypatch.setenv("HATE_COMPRESS_DATA_DIR", str(shared_data))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from hate_compress.analysis.html_report import run_report_html
-from hate_compress.app import run_pipeline
+from hate_compress.pipeline.runner import run_pipeline
 from hate_compress.summary import fmt
 from tests.conftest import compose_cfg
 

@@ -13,7 +13,6 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from hate_compress.app import make_data, run_pipeline
 from hate_compress.artifacts import export_classifier, load_classifier
 from hate_compress.compress import pruning
 from hate_compress.compress.measure import measure_latency
@@ -26,6 +25,7 @@ from hate_compress.compress.quantization import quantize_model
 from hate_compress.errors import ConfigError, ModelLoadError
 from hate_compress.models.classifier import HateClassifier, predict_logits
 from hate_compress.onnx_runtime import OnnxPredictor
+from hate_compress.pipeline.runner import make_data, run_pipeline
 from hate_compress.predict import TorchPredictor, load_predictor
 from hate_compress.summary import summary_table
 from tests.conftest import ROOT, cli_env, compose_cfg

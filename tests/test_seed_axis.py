@@ -176,7 +176,7 @@ def test_cells_with_one_seed_each_are_not_aggregated(tmp_path):
 
 def fake_runs(monkeypatch, outcome):
     """Replace the pipeline by `outcome(seed) -> (dev F1, degenerate)`; returns the calls."""
-    import hate_compress.app
+    import hate_compress.pipeline.runner
 
     calls = []
 
@@ -188,7 +188,7 @@ def fake_runs(monkeypatch, outcome):
                  "degenerate": degenerate}
         return {"run": {"status": "ok"}, "teacher": {"dev": {"macro_f1": 0.9}}, "kd": stage}
 
-    monkeypatch.setattr(hate_compress.app, "run_pipeline", fake_pipeline)
+    monkeypatch.setattr(hate_compress.pipeline.runner, "run_pipeline", fake_pipeline)
     return calls
 
 

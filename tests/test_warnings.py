@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForSequenceClassification
 
-from hate_compress.app import run_pipeline
 from hate_compress.models.backbone import load_pretrained_encoder
+from hate_compress.pipeline.runner import run_pipeline
 from tests.conftest import compose_cfg
 
 

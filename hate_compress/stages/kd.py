@@ -22,8 +22,8 @@ from hate_compress.kd.teacher import (
 from hate_compress.kd.terms import HIDDEN_NEEDS, build_composite_loss, check_tokenizer_needs
 from hate_compress.kd.text_teacher import is_text_level, text_teacher_source
 from hate_compress.models.backbone import build_tokenizer, resolve_encoder_config
-from hate_compress.run import Run, Trained, register_preflight, register_stage
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
+from hate_compress.stages.state import Run, Trained, register_preflight, register_stage
 
 log = logging.getLogger(__name__)
 
