@@ -21,8 +21,9 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hate_compress.errors import ConfigError
+from hate_compress.measure.outcome import aggregate_seeds, final_stage
+from hate_compress.report.summary import seed_table
 from hate_compress.storage import OUTPUT_KEY, writing
-from hate_compress.summary import aggregate_seeds, final_stage, seed_table
 
 log = logging.getLogger("hate_compress")
 

@@ -579,7 +579,7 @@ class Sweep:
     def objective(self, trial: optuna.Trial) -> float:
         from optuna_integration import PyTorchLightningPruningCallback
 
-        from hate_compress.summary import degenerate, objective
+        from hate_compress.measure.outcome import degenerate, objective
 
         if not has_slot(self.study.get_trials(deepcopy=False), trial.number, self.search.n_trials):
             trial.set_user_attr("surplus", True)
@@ -647,7 +647,7 @@ class Sweep:
         of their first i+1 seeds and a hopeless trial stops before its last seed. A degenerate
         seed makes the trial degenerate (a recipe that collapses for one seed in k is not one
         to ship) and its remaining seeds are not run."""
-        from hate_compress.summary import degenerate, objective, spread
+        from hate_compress.measure.outcome import degenerate, objective, spread
 
         seeds = trial_seeds(self.cfg, self.search.seeds_per_trial)
         trial.set_user_attr("seeds", seeds)
@@ -750,7 +750,7 @@ def trial_seeds(cfg: DictConfig, k: int) -> list[int]:
 
 def seed_mean_metrics(per_seed: list[dict], values: list[float]) -> dict:
     """The seeds' `compact_metrics`, averaged key by key, plus the spread of the objective."""
-    from hate_compress.summary import spread
+    from hate_compress.measure.outcome import spread
 
     keys = sorted({k for m in per_seed for k in m})
     out = {k: spread([m[k] for m in per_seed if k in m])["mean"] for k in keys}

@@ -142,7 +142,7 @@ def test_stage_order_comes_from_the_registered_ranks():
 
 
 def test_the_summary_lists_stages_in_the_order_the_run_recorded():
-    from hate_compress.summary import final_stage, stage_order
+    from hate_compress.measure.outcome import final_stage, stage_order
 
     metrics = {"run": {"stages": ["teacher", "audit", "quant"]}, "quant": {"skipped": "x"},
                "teacher": {}, "audit": {}, "targets": {}}

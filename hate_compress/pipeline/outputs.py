@@ -9,9 +9,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from hate_compress.report.summary import summary_table
 from hate_compress.stages.state import Run
 from hate_compress.storage import OUTPUT_KEY, writing
-from hate_compress.summary import summary_table
 
 log = logging.getLogger("hate_compress")
 
@@ -40,7 +40,7 @@ def write_summary(run_dir: Path, metrics: dict) -> None:
 def write_html_report(run_dir: Path, metrics: dict) -> None:
     """report.html beside summary.md; a by-product, so a plotting problem is a warning, not a
     failed run whose metrics are all written already."""
-    from hate_compress.analysis.html_report import run_report_html
+    from hate_compress.report.html import run_report_html
 
     try:
         log.info("report: %s", run_report_html(run_dir, metrics))

@@ -20,6 +20,7 @@ import hate_compress.resolvers  # noqa: F401  (registers ${data_file:...} and fr
 from hate_compress import stages as _stages  # noqa: F401  (registers the stages)
 from hate_compress.errors import ConfigError, HateCompressError
 from hate_compress.extras import apply_extras
+from hate_compress.measure.outcome import check_targets
 from hate_compress.pipeline.console import quiet_lightning
 from hate_compress.pipeline.guard import guarded_call, user_error
 from hate_compress.pipeline.outputs import export_final, write_summary
@@ -27,7 +28,6 @@ from hate_compress.registry import import_plugins
 from hate_compress.resume import prepare_run_dir
 from hate_compress.stages.state import PREFLIGHT, STAGES, Run, stage_order
 from hate_compress.storage import OUTPUT_KEY, writing
-from hate_compress.summary import check_targets
 from hate_compress.validation import validate_config
 
 log = logging.getLogger("hate_compress")

@@ -54,7 +54,7 @@ class Run:
     # extra Lightning callbacks per training stage (e.g. {"kd": [optuna pruning callback]})
     callbacks: dict[str, list] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    analysis: dict[str, Any] = field(default_factory=dict)  # state shared by hate_compress.analysis
+    analysis: dict[str, Any] = field(default_factory=dict)  # state shared by hate_compress.measure.analysis
 
     def stage_dir(self, name: str) -> Path:
         path = self.run_dir / name

@@ -25,7 +25,7 @@ from hate_compress.kd.ensemble import COMBINE_MODES, EnsembleModel, normalised
 from hate_compress.kd.teacher import file_sha256, tokenizer_fingerprint
 from hate_compress.kd.terms import TERMS
 from hate_compress.kd.text_teacher import TEXT_KINDS, TokenizedTextModel, teacher_kind
-from hate_compress.metrics import classification_metrics
+from hate_compress.measure.quality import classification_metrics
 from hate_compress.models.char_ngram import CharNgramModel
 from hate_compress.stages.common import model_card, plain
 from hate_compress.stages.state import Run, Trained

@@ -6,31 +6,25 @@ of the teacher, the student, the pruned and the quantized model are comparable r
 
 `run` and `trained` are the pipeline's `Run` and `Trained` (`hate_compress.stages.state`), read
 through their attributes only: measuring sits below the stages that hand them around.
+`hate_compress.stages.measure.measure_stage` puts these numbers together for one stage and
+records them.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import ListConfig
 
-from hate_compress.analysis.per_stage import analyse_stage
-from hate_compress.artifacts import update_card
-from hate_compress.compress.measure import (
+from hate_compress.measure.footprint import (
     artifact_size_mb,
     count_parameters,
     measure_latency_threads,
     text_latency_threads,
 )
-from hate_compress.kd.text_teacher import is_text_level
-from hate_compress.metrics import classification_metrics
-from hate_compress.models.classifier import predict_logits
-from hate_compress.storage import READ_ONLY_ERRNOS, writing
-
-log = logging.getLogger(__name__)
+from hate_compress.measure.quality import classification_metrics
+from hate_compress.models.classifier import is_text_level, predict_logits
 
 
 def eval_splits(run) -> list[str]:
@@ -121,49 +115,3 @@ def relative_to_teacher(run, values: dict[str, Any]) -> dict[str, Any]:
     if t_f1 and s_f1 is not None:
         rel["f1_retention"] = s_f1 / t_f1
     return rel
-
-
-def complete_card(directory: Path, metrics: dict) -> None:
-    """Add the measured metrics to the artifact's card. A read-only artifact (a teacher reused
-    from a read-only store, or a given `teacher.checkpoint`) keeps its card: the metrics are in
-    metrics.json anyway, and a run must not fail for not annotating someone else's model."""
-    try:
-        update_card(directory, metrics)
-    except OSError as exc:
-        if exc.errno in READ_ONLY_ERRNOS:
-            log.warning("%s: model card not updated (%s)", directory, exc.strerror)
-            return
-        with writing(directory):  # a full disk: one line naming the artifact
-            raise
-
-
-def measure_stage(run, stage: str, trained, extra: dict | None = None,
-                  teacher_ort: dict | None = None) -> dict:
-    """Score and measure `trained`, store it under `stage` in metrics.json, return the values.
-
-    `teacher_ort` (latencies of the teacher exported to ONNX Runtime fp32) adds
-    `speedup_vs_teacher_ort_b*`: how much of the speedup is compression, not the runtime."""
-    values, logits = score(run, trained, None if stage == "teacher" else run.teacher_logits)
-    if stage == "teacher":
-        run.teacher_logits = logits
-    values["runtime"] = getattr(trained.model, "runtime", "torch")
-    # judged on dev, the split models are selected on (test is only reported)
-    values["degenerate"] = bool(values["dev"]["degenerate"])
-    if values["degenerate"]:
-        log.warning("%s: degenerate model: %.1f%% of dev predictions are one class (see "
-                    "metrics.DEGENERATE_SHARE); it will not be recommended", stage,
-                    100 * values["dev"]["top_prediction_share"])
-    values.update(footprint(run, trained))
-    values.update(relative_to_teacher(run, values))
-    if teacher_ort:
-        values["teacher_ort"] = teacher_ort
-        values.update(speedups(teacher_ort, values, "speedup_vs_teacher_ort"))
-    values.update(analyse_stage(run, stage, trained, values, logits, eval_splits(run)[-1]))
-    values.update(extra or {})
-    values["artifact"] = str(trained.path) if trained.path else None
-    run.record(stage, values)
-    if trained.path is not None:
-        complete_card(Path(trained.path), {k: v for k, v in values.items() if k != "artifact"})
-    split = eval_splits(run)[-1]
-    log.info("%s: %s macro F1 %.4f", stage, split, values[split]["macro_f1"])
-    return values
