@@ -48,11 +48,11 @@ from lightning.pytorch.callbacks import Callback  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 import hate_compress.resolvers  # noqa: E402,F401  (registers ${data_file:...})
-from hate_compress.app import quiet_lightning  # noqa: E402
 from hate_compress.data.datamodule import HateDataModule  # noqa: E402
-from hate_compress.run import Run, Trained  # noqa: E402
+from hate_compress.pipeline.console import quiet_lightning  # noqa: E402
 from hate_compress.stages import kd as kd_stage  # noqa: E402  (module: tests spy on it)
 from hate_compress.stages.common import build_classifier, save  # noqa: E402
+from hate_compress.stages.state import Run, Trained  # noqa: E402
 
 log = logging.getLogger("bench")
 

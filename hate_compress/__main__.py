@@ -19,8 +19,9 @@ def main(cfg: DictConfig) -> float | None:
     from hate_compress.extras import apply_extras
 
     apply_extras(cfg.get("extras"))  # before the imports below, whose libraries warn at import
-    from hate_compress.app import guarded_call, guarded_run
-    from hate_compress.summary import objective
+    from hate_compress.measure.outcome import objective
+    from hate_compress.pipeline.guard import guarded_call
+    from hate_compress.pipeline.runner import guarded_run
 
     if cfg.get("hparams_search"):  # an Optuna study instead of one run (docs/sweep.md)
         from hate_compress.sweep import main as sweep

@@ -40,7 +40,6 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer
 
 import hate_compress.compress  # noqa: F401  (registers every compression step's restorer)
 from hate_compress.compress.masks import make_permanent
-from hate_compress.compress.measure import count_parameters
 from hate_compress.compress.onnx_export import (
     EXPORTER,
     OnnxClassifier,
@@ -50,6 +49,7 @@ from hate_compress.compress.onnx_export import (
 from hate_compress.compress.quantization import checked_options, get_quantizer
 from hate_compress.compress.steps import RESTORERS, compression_log, packing_step
 from hate_compress.errors import ConfigError, ModelLoadError
+from hate_compress.measure.footprint import count_parameters
 from hate_compress.models.backbone import drop_pooler
 from hate_compress.models.card import model_card_markdown
 from hate_compress.models.classifier import HateClassifier

@@ -50,7 +50,7 @@ def run_logits(session, input_ids: np.ndarray, attention_mask: np.ndarray) -> np
 
 
 def probabilities(logits: np.ndarray, task: str) -> np.ndarray:
-    """Same maths as `hate_compress.metrics.probabilities`, in numpy."""
+    """Same maths as `hate_compress.measure.quality.probabilities`, in numpy."""
     logits = logits.astype(np.float64)
     if task == "multilabel":
         return 1.0 / (1.0 + np.exp(-logits))

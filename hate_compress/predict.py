@@ -97,7 +97,7 @@ class TorchPredictor:
     def scores(self, texts: list[str]) -> tuple[list, list]:
         import torch
 
-        from hate_compress.metrics import predictions, probabilities
+        from hate_compress.measure.quality import predictions, probabilities
 
         task = self.meta["task"]
         enc = self.tokenizer(texts, truncation=True, max_length=self.meta.get("max_length", 128),

@@ -21,8 +21,9 @@ from pathlib import Path
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from hate_compress.errors import ConfigError
+from hate_compress.measure.outcome import aggregate_seeds, final_stage
+from hate_compress.report.summary import seed_table
 from hate_compress.storage import OUTPUT_KEY, writing
-from hate_compress.summary import aggregate_seeds, final_stage, seed_table
 
 log = logging.getLogger("hate_compress")
 
@@ -71,7 +72,7 @@ def run_seeds(cfg: DictConfig, run_dir: str | Path) -> dict:
 
     A user error (a bad config, a missing file) stops at the first seed that hits it: the next
     seeds would hit it too. What finished is aggregated and written either way."""
-    from hate_compress.app import run_pipeline
+    from hate_compress.pipeline.runner import run_pipeline
 
     run_dir = Path(run_dir)
     seeds = parse_seeds(cfg)

@@ -284,7 +284,7 @@ def trial_config(cfg: DictConfig, values: dict[str, Any]) -> DictConfig:
 def check_space(cfg: DictConfig, search: Search) -> None:
     """Run the app's own config checks on the corners of the space, so `kd.alpha: {high: 2}`
     fails now, naming the search key, instead of in whichever trial samples 1.7."""
-    from hate_compress.app import validate_stages
+    from hate_compress.pipeline.runner import validate_stages
     from hate_compress.registry import import_plugins
     from hate_compress.validation import validate_config
 
@@ -579,7 +579,7 @@ class Sweep:
     def objective(self, trial: optuna.Trial) -> float:
         from optuna_integration import PyTorchLightningPruningCallback
 
-        from hate_compress.summary import degenerate, objective
+        from hate_compress.measure.outcome import degenerate, objective
 
         if not has_slot(self.study.get_trials(deepcopy=False), trial.number, self.search.n_trials):
             trial.set_user_attr("surplus", True)
@@ -620,7 +620,8 @@ class Sweep:
                            callbacks: dict | None) -> dict:
         """`run_pipeline` for one trial (or one seed of it): a user error or a crash is a FAIL
         trial with its message, never a crashed sweep."""
-        from hate_compress.app import run_pipeline, user_error
+        from hate_compress.pipeline.guard import user_error
+        from hate_compress.pipeline.runner import run_pipeline
 
         try:
             return run_pipeline(cfg, run_dir, callbacks=callbacks)
@@ -646,7 +647,7 @@ class Sweep:
         of their first i+1 seeds and a hopeless trial stops before its last seed. A degenerate
         seed makes the trial degenerate (a recipe that collapses for one seed in k is not one
         to ship) and its remaining seeds are not run."""
-        from hate_compress.summary import degenerate, objective, spread
+        from hate_compress.measure.outcome import degenerate, objective, spread
 
         seeds = trial_seeds(self.cfg, self.search.seeds_per_trial)
         trial.set_user_attr("seeds", seeds)
@@ -749,7 +750,7 @@ def trial_seeds(cfg: DictConfig, k: int) -> list[int]:
 
 def seed_mean_metrics(per_seed: list[dict], values: list[float]) -> dict:
     """The seeds' `compact_metrics`, averaged key by key, plus the spread of the objective."""
-    from hate_compress.summary import spread
+    from hate_compress.measure.outcome import spread
 
     keys = sorted({k for m in per_seed for k in m})
     out = {k: spread([m[k] for m in per_seed if k in m])["mean"] for k in keys}
@@ -967,7 +968,7 @@ class _MuteTrialLogs(logging.Filter):
 def run_study(cfg: DictConfig) -> optuna.Study:
     """Create or resume the study named by `cfg.hparams_search` and run trials until it has
     `n_trials` finished ones; writes best_params.yaml, trials.csv and plots to the study dir."""
-    from hate_compress.app import quiet_lightning
+    from hate_compress.pipeline.console import quiet_lightning
 
     search = parse_search(cfg)
     out_dir = study_dir(cfg, search)
@@ -1004,7 +1005,7 @@ def run_study(cfg: DictConfig) -> optuna.Study:
 
 def main(cfg: DictConfig) -> float | None:
     """The CLI path: user errors end as one `error:` line and exit status 2, like a single run."""
-    from hate_compress.app import fail, user_error
+    from hate_compress.pipeline.guard import fail, user_error
 
     try:
         study = run_study(cfg)

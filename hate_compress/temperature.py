@@ -72,9 +72,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 
 def run_study(cfg: DictConfig, out_dir: Path) -> list[dict]:
-    from hate_compress.app import make_data
     from hate_compress.models.classifier import predict_logits
-    from hate_compress.run import Run
+    from hate_compress.pipeline.runner import make_data
+    from hate_compress.stages.state import Run
     from hate_compress.stages.teacher import obtain_teacher
 
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ def run_study(cfg: DictConfig, out_dir: Path) -> list[dict]:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def main(cfg: DictConfig) -> None:
-    from hate_compress.app import guarded_call
+    from hate_compress.pipeline.guard import guarded_call
 
     guarded_call(run_study, cfg, Path(HydraConfig.get().runtime.output_dir))
 

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from hate_compress.app import run_pipeline
 from hate_compress.artifacts import load_classifier
 from hate_compress.errors import ConfigError, GateError
+from hate_compress.pipeline.runner import run_pipeline
 from tests.conftest import ROOT, cli_env
 
 

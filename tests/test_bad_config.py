@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from hate_compress.app import guarded_run
+from hate_compress.pipeline.runner import guarded_run
 from tests.conftest import ROOT, TINY, cli_env, compose_cfg
 
 BAD = ROOT / "tests" / "data" / "bad"

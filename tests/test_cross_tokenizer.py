@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from hate_compress.app import run_pipeline
 from hate_compress.errors import ConfigError
+from hate_compress.pipeline.runner import run_pipeline
 
 XTOK = ["pipeline=teacher_kd", "student=tiny_student_xtok",
         "student.backbone.tokenizer.vocab_size=500", "student.backbone.scratch.hidden_size=48"]

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from hate_compress.app import make_data, run_pipeline
 from hate_compress.data.datamodule import shared_prefixes
 from hate_compress.errors import ConfigError
 from hate_compress.models.backbone import build_tokenizer
+from hate_compress.pipeline.runner import make_data, run_pipeline
 from hate_compress.stages.common import plain
 from tests.test_cross_tokenizer import XTOK
 

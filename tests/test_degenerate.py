@@ -1,5 +1,5 @@
 """Degenerate models (one class for almost every text) are flagged in the metrics, the summary
-and metrics.json, on dev — see `metrics.DEGENERATE_SHARE` for the rule."""
+and metrics.json, on dev — see `measure.quality.DEGENERATE_SHARE` for the rule."""
 
 from __future__ import annotations
 
@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
-from hate_compress.app import run_pipeline
-from hate_compress.metrics import DEGENERATE_SHARE, classification_metrics
-from hate_compress.summary import degenerate, summary_table
+from hate_compress.measure.outcome import degenerate
+from hate_compress.measure.quality import DEGENERATE_SHARE, classification_metrics
+from hate_compress.pipeline.runner import run_pipeline
+from hate_compress.report.summary import summary_table
 
 NAMES = ["OTHER", "OFFENSE"]
 

@@ -1,5 +1,5 @@
-"""Explanation similarity (hate_compress/analysis/explain.py) and what compression forgets
-(analysis/forgetting.py), checked on cases small enough to work out by hand."""
+"""Explanation similarity (hate_compress/measure/explain.py) and what compression forgets
+(measure/forgetting.py), checked on cases small enough to work out by hand."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from hate_compress.analysis.explain import (
+from hate_compress.measure.explain import (
     NotExplainable,
     cosine,
     explain_words,
@@ -21,7 +21,7 @@ from hate_compress.analysis.explain import (
     top_k_overlap,
     word_spans,
 )
-from hate_compress.analysis.forgetting import forgetting, group_retention
+from hate_compress.measure.forgetting import forgetting, group_retention
 from hate_compress.models.tokenizer import train_wordpiece_tokenizer
 
 TEXTS = ["du bist ein Idiot und Lügner", "schönes Wetter heute in Köln",
@@ -178,7 +178,7 @@ def test_group_retention_by_hand():
 
 
 def test_banglamultihate_keeps_to_whom(shared_data, monkeypatch):
-    from hate_compress.app import make_data
+    from hate_compress.pipeline.runner import make_data
     from tests.conftest import compose_cfg
 
     monkeypatch.setenv("HATE_COMPRESS_DATA_DIR", str(shared_data))
@@ -193,7 +193,7 @@ def test_banglamultihate_keeps_to_whom(shared_data, monkeypatch):
 
 
 def test_classes_to_explain_and_seeded_sample():
-    from hate_compress.analysis.per_stage import classes_to_explain, sample_positions
+    from hate_compress.measure.analysis import classes_to_explain, sample_positions
 
     logits = torch.tensor([[2.0, -1.0, 3.0], [-2.0, -1.0, -3.0]])
     assert classes_to_explain(logits, "multiclass") == [[2], [1]]

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from hate_compress.analysis.html_report import run_report_html
-from hate_compress.app import run_pipeline
-from hate_compress.summary import fmt
+from hate_compress.pipeline.runner import run_pipeline
+from hate_compress.report.format import fmt
+from hate_compress.report.html import run_report_html
 from tests.conftest import compose_cfg
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
@@ -139,7 +139,7 @@ def test_post_text_is_escaped(tmp_path):
 
 
 def test_sweep_report_html_renders(tmp_path):
-    from hate_compress.report import write_report
+    from hate_compress.report.multirun import write_report
     from tests.test_report import GBERT, run_info, student_stage, write_cell
 
     root = tmp_path / "sweep"

@@ -16,10 +16,10 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from hate_compress.app import run_pipeline
 from hate_compress.cli import group_options, unknown_override_key
 from hate_compress.errors import ConfigError
 from hate_compress.extras import apply_extras
+from hate_compress.pipeline.runner import run_pipeline
 from hate_compress.training.module import build_optimizer
 from hate_compress.training.trainer import make_trainer
 from hate_compress.validation import validate_config
@@ -148,7 +148,7 @@ LEAFSPEC = r".*isinstance\(treespec, LeafSpec\).*"
 
 
 def test_importing_the_package_changes_no_warning_filter():
-    code = ("import warnings, hate_compress.app; "
+    code = ("import warnings, hate_compress.pipeline.runner; "
             "print(sum('LeafSpec' in str(f[1]) for f in warnings.filters))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          check=True)

@@ -11,7 +11,8 @@ from functools import partial
 import pytest
 from lightning.pytorch.callbacks import Callback
 
-from hate_compress.app import guarded_call, guarded_run, run_pipeline
+from hate_compress.pipeline.guard import guarded_call
+from hate_compress.pipeline.runner import guarded_run, run_pipeline
 
 
 class CtrlC(Callback):

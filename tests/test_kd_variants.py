@@ -17,9 +17,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hate_compress.app import make_data, run_pipeline
 from hate_compress.artifacts import load_classifier
 from hate_compress.models.classifier import predict_logits
+from hate_compress.pipeline.runner import make_data, run_pipeline
 
 # 1x64 debug teacher -> 1x48 assistant -> 1x32 student
 TINY_ASSISTANT = ("assistant.backbone.scratch={model_type: bert, num_hidden_layers: 1, "
@@ -74,7 +74,7 @@ def test_assistant_chain_writes_three_measured_rows(tiny_cfg, tmp_path):
     (("pipeline=assistant_kd", "assistant.train.lrr=1"), "assistant.train.lr"),
 ])
 def test_assistant_config_errors_before_training(tiny_cfg, overrides, needle, capsys):
-    from hate_compress.app import guarded_run
+    from hate_compress.pipeline.runner import guarded_run
 
     cfg = tiny_cfg(*overrides) if "lrr" not in overrides[-1] else tiny_cfg(
         overrides[0], "+" + overrides[1])
@@ -160,7 +160,7 @@ def test_mutual_trains_two_peers_and_the_better_continues(tiny_cfg, tmp_path):
     (("pipeline=assistant_kd", "kd=mutual"), "the assistant chain distils"),
 ])
 def test_mutual_config_errors_before_training(tiny_cfg, overrides, needle, capsys):
-    from hate_compress.app import guarded_run
+    from hate_compress.pipeline.runner import guarded_run
 
     cfg = tiny_cfg(*overrides)
     run_dir = Path(cfg.paths.output_root) / "bad"

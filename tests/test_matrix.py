@@ -14,7 +14,9 @@ from hydra import compose, initialize_config_dir
 from hydra.types import RunMode
 from hydra.utils import instantiate
 
-from hate_compress.report import PLOTS, MultirunReportCallback, rows_from_csv
+from hate_compress.report import MultirunReportCallback
+from hate_compress.report.multirun import PLOTS
+from hate_compress.report.rows import rows_from_csv
 from tests.conftest import CONF, ROOT, TINY, cli_env
 
 

@@ -5,16 +5,16 @@ import torch
 from transformers import BertConfig, BertModel
 
 from hate_compress.artifacts import ModelCard, save_classifier
-from hate_compress.compress import measure
-from hate_compress.compress.measure import (
+from hate_compress.compress.quantization import quantize_model
+from hate_compress.errors import ConfigError
+from hate_compress.measure import footprint as measure
+from hate_compress.measure.footprint import (
     artifact_size_mb,
     count_parameters,
     measure_latency,
     speedup,
     weights_size_mb,
 )
-from hate_compress.compress.quantization import quantize_model
-from hate_compress.errors import ConfigError
 from hate_compress.models.classifier import HateClassifier
 
 

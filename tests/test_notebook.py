@@ -14,7 +14,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from hate_compress.report import write_report
+from hate_compress.report.multirun import write_report
 from tests.conftest import ROOT
 from tests.test_report import sweep  # noqa: F401  (the synthetic multirun fixture)
 

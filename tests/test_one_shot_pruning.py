@@ -10,9 +10,9 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from hate_compress.app import make_data, run_pipeline
 from hate_compress.artifacts import ModelCard, load_classifier, save_classifier
 from hate_compress.compress import pruning as P
+from hate_compress.pipeline.runner import make_data, run_pipeline
 from hate_compress.predict import load_predictor, predict_texts
 from tests.conftest import compose_cfg
 from tests.test_pruning import logits, make_batches, tiny_model
@@ -91,7 +91,7 @@ def test_one_shot_prune_then_dynamic_int8_finishes(store, tmp_path):
 
 
 def test_an_unexpected_crash_records_failed_not_running(store, tmp_path, monkeypatch):
-    from hate_compress import run as run_module
+    from hate_compress.stages import state as run_module
 
     def boom(run):
         raise RuntimeError("disk on fire")

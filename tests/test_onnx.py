@@ -13,10 +13,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from hate_compress.app import make_data, run_pipeline
 from hate_compress.artifacts import export_classifier, load_classifier
 from hate_compress.compress import pruning
-from hate_compress.compress.measure import measure_latency
 from hate_compress.compress.onnx_export import (
     OnnxClassifier,
     OnnxExportError,
@@ -24,10 +22,12 @@ from hate_compress.compress.onnx_export import (
 )
 from hate_compress.compress.quantization import quantize_model
 from hate_compress.errors import ConfigError, ModelLoadError
+from hate_compress.measure.footprint import measure_latency
 from hate_compress.models.classifier import HateClassifier, predict_logits
 from hate_compress.onnx_runtime import OnnxPredictor
+from hate_compress.pipeline.runner import make_data, run_pipeline
 from hate_compress.predict import TorchPredictor, load_predictor
-from hate_compress.summary import summary_table
+from hate_compress.report.summary import summary_table
 from tests.conftest import ROOT, cli_env, compose_cfg
 from tests.test_quantization import random_inputs
 

@@ -125,8 +125,8 @@ def test_pruners_accept_only_their_own_options(tiny_cfg):
 
 
 def test_stage_order_comes_from_the_registered_ranks():
-    from hate_compress.app import validate_stages
-    from hate_compress.run import STAGES, register_stage, stage_order
+    from hate_compress.pipeline.runner import validate_stages
+    from hate_compress.stages.state import STAGES, register_stage, stage_order
 
     assert stage_order() == ["teacher", "assistant", "kd", "prune", "quant"]
     register_stage("test_audit", rank=25)(lambda run: None)
@@ -142,7 +142,7 @@ def test_stage_order_comes_from_the_registered_ranks():
 
 
 def test_the_summary_lists_stages_in_the_order_the_run_recorded():
-    from hate_compress.summary import final_stage, stage_order
+    from hate_compress.measure.outcome import final_stage, stage_order
 
     metrics = {"run": {"stages": ["teacher", "audit", "quant"]}, "quant": {"skipped": "x"},
                "teacher": {}, "audit": {}, "targets": {}}

@@ -10,10 +10,10 @@ import sys
 
 import pytest
 
-from hate_compress.app import make_data, run_pipeline
 from hate_compress.artifacts import load_classifier
-from hate_compress.metrics import classification_metrics
+from hate_compress.measure.quality import classification_metrics
 from hate_compress.models.classifier import predict_logits
+from hate_compress.pipeline.runner import make_data, run_pipeline
 from hate_compress.predict import main
 from tests.conftest import ROOT, compose_cfg
 

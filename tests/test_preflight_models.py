@@ -10,8 +10,8 @@ import logging
 
 import pytest
 
-from hate_compress.app import run_pipeline
 from hate_compress.errors import HateCompressError
+from hate_compress.pipeline.runner import run_pipeline
 from tests.conftest import compose_cfg
 
 BAD_STUDENT = ["student.backbone.scratch=null", "student.backbone.tokenizer=null"]
@@ -57,9 +57,9 @@ def test_impossible_kd_term_fails_before_the_teacher_trains(tmp_path):
 def test_warns_when_the_student_is_larger_than_the_teacher(tmp_path, caplog):
     cfg = compose_cfg(tmp_path, ["pipeline=teacher_kd", "student.backbone.scratch.hidden_size=256",
                                  "student.backbone.scratch.num_hidden_layers=4", "stages=[kd]"])
-    from hate_compress.app import make_data
-    from hate_compress.run import Run
+    from hate_compress.pipeline.runner import make_data
     from hate_compress.stages.kd import check_kd_models
+    from hate_compress.stages.state import Run
 
     run = Run(cfg, tmp_path / "run", make_data(cfg))
     with caplog.at_level(logging.WARNING):

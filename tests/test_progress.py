@@ -14,7 +14,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from hate_compress.app import run_pipeline
+from hate_compress.pipeline.runner import run_pipeline
 from hate_compress.training.progress import StageProgressBar, draws_progress_bar
 from tests.conftest import compose_cfg
 

@@ -7,9 +7,9 @@ from transformers import BertConfig, BertModel
 
 from hate_compress.artifacts import ModelCard, load_classifier, save_classifier
 from hate_compress.compress import quantization as q
-from hate_compress.compress.measure import count_parameters
 from hate_compress.compress.quantization import QuantizationUnavailable, quantize_model
 from hate_compress.errors import ConfigError, HateCompressError, ModelLoadError
+from hate_compress.measure.footprint import count_parameters
 from hate_compress.models.classifier import HateClassifier
 
 METHODS = ["dynamic_int8", "static_int8", "nf4", "fp16", "bf16"]

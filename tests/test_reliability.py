@@ -27,8 +27,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from hate_compress.app import guarded_run, run_pipeline
 from hate_compress.errors import TrainingDiverged
+from hate_compress.pipeline.runner import guarded_run, run_pipeline
 from tests.conftest import CONF, ROOT, TINY, cli_env, compose_cfg
 
 PACKAGE = ROOT / "hate_compress"

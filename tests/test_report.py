@@ -13,15 +13,11 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from hate_compress.report import (
-    PLOTS,
-    MultirunReportCallback,
-    collect_rows,
-    main,
-    recommend,
-    rows_from_csv,
-    write_report,
-)
+from hate_compress.report import MultirunReportCallback
+from hate_compress.report.__main__ import main
+from hate_compress.report.multirun import PLOTS, write_report
+from hate_compress.report.recommend import recommend
+from hate_compress.report.rows import collect_rows, rows_from_csv
 from tests.conftest import ROOT
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -274,7 +270,7 @@ def with_dev(stage: dict, dev_f1: float, **dev) -> dict:
 def test_selection_uses_dev_never_test(tmp_path):
     """Cell 1 has the best *test* F1 but the worse dev F1: it must not be recommended, and the
     heatmap shows the dev-selected cell of each pair."""
-    from hate_compress.report_plots import matrix
+    from hate_compress.report.plots import matrix
 
     root = tmp_path / "sweep"
     dev_best = with_dev(student_stage(GBERT, 0.70, 9.0, 90.0, "/a"), 0.80)

@@ -13,7 +13,7 @@ import stat
 
 import pytest
 
-from hate_compress.app import run_pipeline
+from hate_compress.pipeline.runner import run_pipeline
 from tests.conftest import compose_cfg
 
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hate_compress.app import make_data
-from hate_compress.run import Run, Trained
+from hate_compress.pipeline.runner import make_data
 from hate_compress.stages.common import build_classifier
+from hate_compress.stages.state import Run, Trained
 
 SCRATCH_STUDENTS = ["tiny_student", "tiny_student_xtok", "custom"]
 

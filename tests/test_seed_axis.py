@@ -15,7 +15,8 @@ import yaml
 
 from hate_compress import seeds as seed_axis
 from hate_compress.errors import ConfigError
-from hate_compress.summary import spread, summary_table
+from hate_compress.measure.outcome import spread
+from hate_compress.report.summary import summary_table
 
 GBERT_TEST_F1 = 0.80  # tests.test_report.GBERT's test macro F1
 
@@ -125,7 +126,7 @@ def fake_sweep(root):
 
 
 def test_report_aggregates_cells_that_differ_only_by_seed(tmp_path):
-    from hate_compress.report import write_report
+    from hate_compress.report.multirun import write_report
 
     f1 = fake_sweep(tmp_path)
     result = write_report(tmp_path, plots=False)
@@ -163,7 +164,7 @@ def test_report_aggregates_cells_that_differ_only_by_seed(tmp_path):
 
 
 def test_cells_with_one_seed_each_are_not_aggregated(tmp_path):
-    from hate_compress.report import seed_groups
+    from hate_compress.report.seed_groups import seed_groups
 
     rows = [{"kind": "cell", "cell": str(i), "seed": 42, "status": "ok", "overrides": f"kd={kd}",
              "stage": "kd", "label": kd, "macro_f1": 0.5} for i, kd in enumerate(("a", "b"))]
@@ -176,7 +177,7 @@ def test_cells_with_one_seed_each_are_not_aggregated(tmp_path):
 
 def fake_runs(monkeypatch, outcome):
     """Replace the pipeline by `outcome(seed) -> (dev F1, degenerate)`; returns the calls."""
-    import hate_compress.app
+    import hate_compress.pipeline.runner
 
     calls = []
 
@@ -188,7 +189,7 @@ def fake_runs(monkeypatch, outcome):
                  "degenerate": degenerate}
         return {"run": {"status": "ok"}, "teacher": {"dev": {"macro_f1": 0.9}}, "kd": stage}
 
-    monkeypatch.setattr(hate_compress.app, "run_pipeline", fake_pipeline)
+    monkeypatch.setattr(hate_compress.pipeline.runner, "run_pipeline", fake_pipeline)
     return calls
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from hate_compress.app import make_data, run_pipeline
 from hate_compress.data import sample_dir
 from hate_compress.errors import ConfigError
-from hate_compress.run import Run
+from hate_compress.pipeline.runner import make_data, run_pipeline
+from hate_compress.stages.state import Run
 from hate_compress.stages.teacher import teacher_key
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hate_compress.app import guarded_run, run_pipeline
+from hate_compress.pipeline.runner import guarded_run, run_pipeline
 from hate_compress.training.trainer import SafeCheckpointIO
 from tests.conftest import ROOT, TINY, cli_env
 

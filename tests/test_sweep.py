@@ -22,8 +22,8 @@ import yaml
 from optuna.trial import TrialState
 
 from hate_compress import sweep
-from hate_compress.app import run_pipeline
 from hate_compress.errors import ConfigError, HateCompressError
+from hate_compress.pipeline.runner import run_pipeline
 from tests.conftest import ROOT, TINY, cli_env, compose_cfg
 
 FAST = [
@@ -429,7 +429,7 @@ def test_workers_with_one_seed_sample_different_params_per_trial():
 def test_a_degenerate_trial_never_wins_the_study(tmp_path, monkeypatch):
     """Trial 0's model predicts one class: its dev macro F1 (0.9 here) must neither be its
     objective nor make it the best trial; the sound trial 1 (0.6) wins."""
-    import hate_compress.app
+    import hate_compress.pipeline.runner
 
     outcomes = iter([(0.9, True), (0.6, False)])
 
@@ -439,7 +439,7 @@ def test_a_degenerate_trial_never_wins_the_study(tmp_path, monkeypatch):
                  "degenerate": degenerate}
         return {"run": {"status": "ok"}, "teacher": stage, "kd": stage}
 
-    monkeypatch.setattr(hate_compress.app, "run_pipeline", fake_pipeline)
+    monkeypatch.setattr(hate_compress.pipeline.runner, "run_pipeline", fake_pipeline)
     cfg = search_cfg(tmp_path, "hparams_search.n_trials=2")
     study = sweep.run_study(cfg)
     first, second = sorted(study.trials, key=lambda t: t.number)

@@ -17,9 +17,9 @@ import torch
 from safetensors.torch import load_file
 from sklearn.model_selection import StratifiedKFold
 
-from hate_compress.app import run_pipeline
 from hate_compress.kd.ensemble import EnsembleModel, combine_logits
 from hate_compress.models.char_ngram import DEFAULTS, CharNgramModel
+from hate_compress.pipeline.runner import run_pipeline
 
 SAMPLE = Path(__file__).resolve().parents[1] / "hate_compress" / "data" / "sample"
 
@@ -158,7 +158,7 @@ def test_char_ngram_teacher_pipeline_stores_gates_and_teaches(tiny_cfg):
     model = CharNgramModel.load(stored)
     torch.testing.assert_close(tensors["train.logits"],
                                torch.from_numpy(model.train_oof_logits).float())
-    from hate_compress.app import make_data
+    from hate_compress.pipeline.runner import make_data
 
     data = make_data(cfg)
     torch.testing.assert_close(tensors["dev.logits"], model.predict_texts(data.texts("dev")))
@@ -182,9 +182,9 @@ def test_ensemble_teacher_soft_targets_are_the_members_weighted_mean(tiny_cfg):
     assert all(m["passed"] for m in teacher["members"].values())
     assert metrics["kd"]["teacher_cache"]
     # the cached soft targets, against the members' own predictions combined by hand
-    from hate_compress.app import make_data
     from hate_compress.artifacts import load_classifier
     from hate_compress.models.classifier import predict_logits
+    from hate_compress.pipeline.runner import make_data
 
     data = make_data(cfg)
     char = CharNgramModel.load(teacher["members"]["char_ngram"]["artifact"])
@@ -208,7 +208,7 @@ def test_ensemble_teacher_soft_targets_are_the_members_weighted_mean(tiny_cfg):
     (("teacher=ensemble", "teacher.weights=[1]"), "teacher.weights"),
 ])
 def test_text_teacher_config_errors_before_training(tiny_cfg, overrides, needle, capsys):
-    from hate_compress.app import guarded_run
+    from hate_compress.pipeline.runner import guarded_run
 
     cfg = light(tiny_cfg, *overrides) if "teacher=tiny_teacher" not in overrides \
         else tiny_cfg(*overrides)

@@ -15,8 +15,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig, BertForSequenceClassification
 
-from hate_compress.app import run_pipeline
 from hate_compress.models.backbone import load_pretrained_encoder
+from hate_compress.pipeline.runner import run_pipeline
 from tests.conftest import compose_cfg
 
 
@@ -85,9 +85,9 @@ def test_kd_from_a_checkpoint_with_a_head_is_quiet(tmp_path, capfd, caplog):
 def test_a_normal_teacher_student_pair_does_not_warn_about_size(tmp_path, caplog):
     """The larger-student warning (tests/test_preflight_models.py) must stay rare to be read:
     the shipped offline pair (4x256 teacher, 2x128 student) does not trigger it."""
-    from hate_compress.app import make_data
-    from hate_compress.run import Run
+    from hate_compress.pipeline.runner import make_data
     from hate_compress.stages.kd import check_kd_models
+    from hate_compress.stages.state import Run
 
     cfg = compose_cfg(tmp_path, ["pipeline=teacher_kd"], tiny=False)
     with caplog.at_level(logging.WARNING):

@@ -35,10 +35,6 @@ def teacher_kind(teacher_cfg) -> str:
     return str(teacher_cfg.get("kind") or "neural")
 
 
-def is_text_level(model) -> bool:
-    return bool(getattr(model, "text_level", False))
-
-
 class TokenizedTextModel:
     """A trained HateClassifier + its tokenizer behind the text interface (ensemble members)."""
 
@@ -70,7 +66,7 @@ class TokenizedTextModel:
 
     @property
     def parameter_counts(self) -> dict:
-        from hate_compress.compress.measure import count_parameters
+        from hate_compress.measure.footprint import count_parameters
 
         return count_parameters(self.model)
 

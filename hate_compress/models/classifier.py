@@ -107,3 +107,9 @@ def predict_logits(model: nn.Module, dataloader, key: str) -> tuple[Tensor, Tens
             labels.append(batch["labels"])
     model.train(was_training)
     return torch.cat(logits), torch.cat(labels)
+
+
+def is_text_level(model) -> bool:
+    """Whether `model` reads raw strings (`predict_texts`, `text_level = True`: char_ngram and
+    ensemble teachers) instead of token ids; such models are scored and timed on the texts."""
+    return bool(getattr(model, "text_level", False))

@@ -1,4 +1,4 @@
-"""Pipeline stages; importing this package registers them in `hate_compress.run.STAGES`."""
+"""Pipeline stages; importing this package registers them in `hate_compress.stages.state.STAGES`."""
 
 from hate_compress.stages import assistant, kd, mutual, teacher  # noqa: F401
 

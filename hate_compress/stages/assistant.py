@@ -21,7 +21,6 @@ from hate_compress.errors import ConfigError
 from hate_compress.kd.terms import build_composite_loss
 from hate_compress.kd.text_teacher import TEXT_KINDS, teacher_kind
 from hate_compress.models.backbone import resolve_encoder_config
-from hate_compress.run import Run, Trained, register_preflight, register_stage
 from hate_compress.stages.common import plain
 from hate_compress.stages.kd import (
     approx_encoder_params,
@@ -29,6 +28,7 @@ from hate_compress.stages.kd import (
     encoder_shape,
     teacher_encoder_config,
 )
+from hate_compress.stages.state import Run, Trained, register_preflight, register_stage
 from hate_compress.training.module import build_optimizer
 
 log = logging.getLogger(__name__)

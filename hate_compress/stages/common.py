@@ -16,7 +16,7 @@ from hate_compress.artifacts import ModelCard, save_classifier
 from hate_compress.kd.terms import build_composite_loss
 from hate_compress.models.backbone import build_backbone
 from hate_compress.models.classifier import HateClassifier
-from hate_compress.run import Run, Trained
+from hate_compress.stages.state import Run, Trained
 from hate_compress.storage import OUTPUT_KEY, writing
 from hate_compress.training.module import ClassifierModule, build_optimizer
 from hate_compress.training.trainer import load_best_weights, make_trainer, resume_path

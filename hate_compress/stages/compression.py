@@ -18,10 +18,10 @@ from hate_compress.compress.quantization import (
     quantize_model,
 )
 from hate_compress.errors import ConfigError
-from hate_compress.evaluation import measure_stage
-from hate_compress.run import Run, Trained, register_stage
 from hate_compress.stages.common import fit, loss_for, plain, save
 from hate_compress.stages.kd import teacher_source
+from hate_compress.stages.measure import measure_stage
+from hate_compress.stages.state import Run, Trained, register_stage
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ from transformers import AutoTokenizer
 
 from hate_compress.artifacts import encoder_config
 from hate_compress.errors import ConfigError
-from hate_compress.evaluation import measure_stage, score
 from hate_compress.kd.teacher import (
     CACHEABLE_NEEDS,
     CACHED_SPLITS,
@@ -29,16 +28,14 @@ from hate_compress.kd.terms import (
     build_composite_loss,
     check_tokenizer_needs,
 )
-from hate_compress.kd.text_teacher import (
-    TEXT_KINDS,
-    is_text_level,
-    teacher_kind,
-    text_teacher_source,
-)
+from hate_compress.kd.text_teacher import TEXT_KINDS, teacher_kind, text_teacher_source
+from hate_compress.measure.evaluate import score
 from hate_compress.models.backbone import build_tokenizer, resolve_encoder_config
+from hate_compress.models.classifier import is_text_level
 from hate_compress.registry import Registry
-from hate_compress.run import Run, Trained, register_preflight, register_stage
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
+from hate_compress.stages.measure import measure_stage
+from hate_compress.stages.state import Run, Trained, register_preflight, register_stage
 
 log = logging.getLogger(__name__)
 

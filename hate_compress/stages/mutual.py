@@ -21,12 +21,12 @@ import shutil
 import lightning.pytorch as pl
 
 from hate_compress.errors import ConfigError
-from hate_compress.evaluation import complete_card, measure_stage
 from hate_compress.kd.terms import build_composite_loss
 from hate_compress.models.backbone import resolve_encoder_config
-from hate_compress.run import Run, Trained
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
 from hate_compress.stages.kd import KD_METHODS, attach_student_tokenizer, encoder_shape
+from hate_compress.stages.measure import complete_card, measure_stage
+from hate_compress.stages.state import Run, Trained
 from hate_compress.storage import OUTPUT_KEY, writing
 from hate_compress.training.mutual import MutualModule, Peers
 

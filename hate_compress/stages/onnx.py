@@ -16,11 +16,11 @@ import logging
 
 from hate_compress.artifacts import export_classifier
 from hate_compress.compress.onnx_export import OnnxClassifier, teacher_reference
-from hate_compress.evaluation import example_batch, latencies, measure_stage
-from hate_compress.kd.text_teacher import is_text_level
-from hate_compress.models.classifier import predict_logits
-from hate_compress.run import Run, Trained
+from hate_compress.measure.evaluate import example_batch, latencies
+from hate_compress.models.classifier import is_text_level, predict_logits
 from hate_compress.stages.common import model_card, plain
+from hate_compress.stages.measure import measure_stage
+from hate_compress.stages.state import Run, Trained
 
 log = logging.getLogger(__name__)
 

@@ -19,15 +19,16 @@ from pathlib import Path
 import lightning.pytorch as pl
 
 from hate_compress.artifacts import load_classifier, read_meta
-from hate_compress.compress.measure import artifact_size_mb
 from hate_compress.errors import ConfigError, GateError, StorageError
-from hate_compress.evaluation import measure_stage
 from hate_compress.identity import TRAINER_LOGGING_KEYS, without
-from hate_compress.kd.text_teacher import is_text_level, teacher_kind
+from hate_compress.kd.text_teacher import teacher_kind
+from hate_compress.measure.footprint import artifact_size_mb
 from hate_compress.models.char_ngram import CharNgramModel, is_char_ngram_dir
+from hate_compress.models.classifier import is_text_level
 from hate_compress.models.tokenizer import VOCAB_VERSION
-from hate_compress.run import Run, Trained, register_preflight, register_stage
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
+from hate_compress.stages.measure import measure_stage
+from hate_compress.stages.state import Run, Trained, register_preflight, register_stage
 from hate_compress.stages.text_teacher import check_text_teacher, fit_char_ngram, obtain_ensemble
 from hate_compress.storage import OUTPUT_KEY, STORE_KEY, check_writable, writing
 

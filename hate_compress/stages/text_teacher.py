@@ -30,10 +30,10 @@ from hate_compress.kd.text_teacher import (
     TokenizedTextModel,
     teacher_kind,
 )
-from hate_compress.metrics import classification_metrics
+from hate_compress.measure.quality import classification_metrics
 from hate_compress.models.char_ngram import CharNgramModel
-from hate_compress.run import Run, Trained
 from hate_compress.stages.common import model_card, plain
+from hate_compress.stages.state import Run, Trained
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ from transformers import get_linear_schedule_with_warmup
 from hate_compress.errors import ConfigError, TrainingDiverged
 from hate_compress.kd.context import LossContext
 from hate_compress.kd.terms import HIDDEN_NEEDS
-from hate_compress.metrics import classification_metrics
+from hate_compress.measure.quality import classification_metrics
 from hate_compress.models.classifier import HateClassifier
 from hate_compress.models.outputs import ModelOutputs
 

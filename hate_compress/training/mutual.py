@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from hate_compress.kd.context import LossContext
-from hate_compress.metrics import classification_metrics
+from hate_compress.measure.quality import classification_metrics
 from hate_compress.models.classifier import HateClassifier
 from hate_compress.models.outputs import ModelOutputs
 from hate_compress.training.module import ClassifierModule

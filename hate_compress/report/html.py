@@ -22,14 +22,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from hate_compress.summary import (
-    eval_split,
-    final_stage,
-    fmt,
-    stage_order,
-    stage_row,
-    table_columns,
-)
+from hate_compress.measure.outcome import eval_split, final_stage, stage_order
+from hate_compress.report.format import fmt
+from hate_compress.report.summary import stage_row, table_columns
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +85,7 @@ def class_change_figure(changes: Mapping[str, Mapping[str, float]]):
     """Grouped bars: per class, the F1 change vs the teacher of each stage (or cell)."""
     from matplotlib.figure import Figure
 
-    from hate_compress.report_plots import plot_class_change
+    from hate_compress.report.plots import plot_class_change
 
     fig = Figure(figsize=(8, 4.5))
     plot_class_change(fig.subplots(), changes)
@@ -102,7 +97,7 @@ def stage_pareto_figures(metrics: Mapping) -> list[tuple[str, Any]]:
     stages as the models)."""
     from matplotlib.figure import Figure
 
-    from hate_compress.report_plots import plot_pareto
+    from hate_compress.report.plots import plot_pareto
 
     rows = []
     for stage in stage_order(metrics):
@@ -234,7 +229,7 @@ def run_report_html(run_dir: str | Path, metrics: Mapping | None = None) -> Path
 def sweep_report_html(out: Path, rows: list[dict], recs: list[dict], table_spec: Sequence,
                       plots: Mapping[str, str], cell_metrics: Mapping[str, Mapping]) -> Path:
     """`report.html` of a sweep: recommendations, the results table, the PNG plots written by
-    `report_plots.draw_all` (embedded), the per-class change of each cell's final model and a
+    `plots.draw_all` (embedded), the per-class change of each cell's final model and a
     link to each cell's own report.html."""
     body = ["<h2>Recommendations</h2><ul>"]
     body += [f"<li>{esc(rec['title'])}: {esc(rec['text'].replace('**', ''))}</li>" for rec in recs]

@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from hate_compress.analysis.explain import NotExplainable, compare, explain_words, similarity
-from hate_compress.analysis.forgetting import forgetting
-from hate_compress.metrics import predictions, probabilities
+from hate_compress.measure.explain import NotExplainable, compare, explain_words, similarity
+from hate_compress.measure.forgetting import forgetting
+from hate_compress.measure.quality import predictions, probabilities
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """The report's figures: where each model sits on the F1/cost trade-off, and the matrix at a glance.
 
-Kept apart from `report.py` so the callback Hydra instantiates for every run never imports
+Kept apart from the other report modules so the callback Hydra instantiates for every run never imports
 matplotlib; the notebook (`notebooks/analysis.ipynb`) draws with the same functions on rows read
 back from report.csv, so the figures in the report and in the notebook cannot drift apart.
 

@@ -1,9 +1,13 @@
-"""The state one pipeline run carries from stage to stage.
+"""The state one pipeline run carries from stage to stage, and the stage registry.
 
 Stages are plain functions `stage(run) -> None` registered by name with their rank in the
 pipeline; each reads what earlier stages left on the `Run` (the data, the teacher, the model
 currently being compressed) and records its metrics under its own name, so
-`stages=[teacher,kd,prune,quant]` is just a loop, in the order the ranks give.
+`stages=[teacher,kd,prune,quant]` is just a loop (`hate_compress.pipeline.runner`), in the order
+the ranks give.
+
+Lives in the stages layer because only stages (and the pipeline above them) hand a `Run`
+around; the measuring code below reads the same attributes without importing this module.
 """
 
 from __future__ import annotations
@@ -50,7 +54,7 @@ class Run:
     # extra Lightning callbacks per training stage (e.g. {"kd": [optuna pruning callback]})
     callbacks: dict[str, list] = field(default_factory=dict)
     stage_seconds: dict[str, float] = field(default_factory=dict)
-    analysis: dict[str, Any] = field(default_factory=dict)  # state shared by hate_compress.analysis
+    analysis: dict[str, Any] = field(default_factory=dict)  # state shared by hate_compress.measure.analysis
 
     def stage_dir(self, name: str) -> Path:
         path = self.run_dir / name

@@ -3,46 +3,42 @@
 Quality is scored on dev and test with the same metric function; size is the real file size of
 the saved artifact; latency is measured on real texts with a fixed thread count, so the numbers
 of the teacher, the student, the pruned and the quantized model are comparable row by row.
+
+`run` and `trained` are the pipeline's `Run` and `Trained` (`hate_compress.stages.state`), read
+through their attributes only: measuring sits below the stages that hand them around.
+`hate_compress.stages.measure.measure_stage` puts these numbers together for one stage and
+records them.
 """
 
 from __future__ import annotations
 
-import logging
-from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import ListConfig
 
-from hate_compress.analysis.per_stage import analyse_stage
-from hate_compress.artifacts import update_card
-from hate_compress.compress.measure import (
+from hate_compress.measure.footprint import (
     artifact_size_mb,
     count_parameters,
     measure_latency_threads,
     text_latency_threads,
 )
-from hate_compress.kd.text_teacher import is_text_level
-from hate_compress.metrics import classification_metrics
-from hate_compress.models.classifier import predict_logits
-from hate_compress.run import Run, Trained
-from hate_compress.storage import READ_ONLY_ERRNOS, writing
-
-log = logging.getLogger(__name__)
+from hate_compress.measure.quality import classification_metrics
+from hate_compress.models.classifier import is_text_level, predict_logits
 
 
-def eval_splits(run: Run) -> list[str]:
+def eval_splits(run) -> list[str]:
     return ["dev", "test"] if run.data.has_test else ["dev"]
 
 
-def split_logits(run: Run, trained: Trained, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+def split_logits(run, trained, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     if is_text_level(trained.model):  # char_ngram / ensemble teachers read the raw texts
         return (trained.model.predict_texts(run.data.texts(split)),
                 torch.as_tensor(run.data.labels(split)))
     return predict_logits(trained.model, run.data.dataloader(split), trained.key)
 
 
-def score(run: Run, trained: Trained, teacher_logits: dict[str, torch.Tensor] | None = None):
+def score(run, trained, teacher_logits: dict[str, torch.Tensor] | None = None):
     """Metrics per split; also returns the logits so later stages can measure agreement."""
     out, logits_by_split = {}, {}
     for split in eval_splits(run):
@@ -56,7 +52,7 @@ def score(run: Run, trained: Trained, teacher_logits: dict[str, torch.Tensor] | 
     return out, logits_by_split
 
 
-def dev_texts(run: Run, size: int) -> list[str]:
+def dev_texts(run, size: int) -> list[str]:
     """`size` real dev texts (repeated when dev is smaller)."""
     texts = run.data.texts("dev")[:size]
     while len(texts) < size:
@@ -64,7 +60,7 @@ def dev_texts(run: Run, size: int) -> list[str]:
     return texts
 
 
-def example_batch(run: Run, trained: Trained, size: int = 32) -> dict[str, torch.Tensor]:
+def example_batch(run, trained, size: int = 32) -> dict[str, torch.Tensor]:
     """Real texts from dev, padded as the model would see them in production."""
     texts = dev_texts(run, size)
     enc = trained.tokenizer(texts, truncation=True, max_length=run.data.max_length,
@@ -72,7 +68,7 @@ def example_batch(run: Run, trained: Trained, size: int = 32) -> dict[str, torch
     return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
 
 
-def footprint(run: Run, trained: Trained) -> dict[str, Any]:
+def footprint(run, trained) -> dict[str, Any]:
     """Parameters, size of the saved artifact and CPU latency (in the runtime the model ships
     in: an ONNX artifact is timed through its ONNX Runtime session)."""
     values: dict[str, Any] = dict(getattr(trained.model, "parameter_counts", None)
@@ -83,7 +79,7 @@ def footprint(run: Run, trained: Trained) -> dict[str, Any]:
     return values
 
 
-def latencies(run: Run, trained: Trained) -> dict[str, float]:
+def latencies(run, trained) -> dict[str, float]:
     m = run.cfg.measure
     if not m.latency:
         return {}
@@ -105,7 +101,7 @@ def speedups(reference: dict[str, Any], values: dict[str, Any], name: str = "spe
             if key.startswith("latency_ms_b") and reference.get(key) and value}
 
 
-def relative_to_teacher(run: Run, values: dict[str, Any]) -> dict[str, Any]:
+def relative_to_teacher(run, values: dict[str, Any]) -> dict[str, Any]:
     """Speedup, size reduction and F1 retention vs the teacher row."""
     teacher = run.metrics.get("teacher")
     if not teacher or teacher is values:
@@ -119,49 +115,3 @@ def relative_to_teacher(run: Run, values: dict[str, Any]) -> dict[str, Any]:
     if t_f1 and s_f1 is not None:
         rel["f1_retention"] = s_f1 / t_f1
     return rel
-
-
-def complete_card(directory: Path, metrics: dict) -> None:
-    """Add the measured metrics to the artifact's card. A read-only artifact (a teacher reused
-    from a read-only store, or a given `teacher.checkpoint`) keeps its card: the metrics are in
-    metrics.json anyway, and a run must not fail for not annotating someone else's model."""
-    try:
-        update_card(directory, metrics)
-    except OSError as exc:
-        if exc.errno in READ_ONLY_ERRNOS:
-            log.warning("%s: model card not updated (%s)", directory, exc.strerror)
-            return
-        with writing(directory):  # a full disk: one line naming the artifact
-            raise
-
-
-def measure_stage(run: Run, stage: str, trained: Trained, extra: dict | None = None,
-                  teacher_ort: dict | None = None) -> dict:
-    """Score and measure `trained`, store it under `stage` in metrics.json, return the values.
-
-    `teacher_ort` (latencies of the teacher exported to ONNX Runtime fp32) adds
-    `speedup_vs_teacher_ort_b*`: how much of the speedup is compression, not the runtime."""
-    values, logits = score(run, trained, None if stage == "teacher" else run.teacher_logits)
-    if stage == "teacher":
-        run.teacher_logits = logits
-    values["runtime"] = getattr(trained.model, "runtime", "torch")
-    # judged on dev, the split models are selected on (test is only reported)
-    values["degenerate"] = bool(values["dev"]["degenerate"])
-    if values["degenerate"]:
-        log.warning("%s: degenerate model: %.1f%% of dev predictions are one class (see "
-                    "metrics.DEGENERATE_SHARE); it will not be recommended", stage,
-                    100 * values["dev"]["top_prediction_share"])
-    values.update(footprint(run, trained))
-    values.update(relative_to_teacher(run, values))
-    if teacher_ort:
-        values["teacher_ort"] = teacher_ort
-        values.update(speedups(teacher_ort, values, "speedup_vs_teacher_ort"))
-    values.update(analyse_stage(run, stage, trained, values, logits, eval_splits(run)[-1]))
-    values.update(extra or {})
-    values["artifact"] = str(trained.path) if trained.path else None
-    run.record(stage, values)
-    if trained.path is not None:
-        complete_card(Path(trained.path), {k: v for k, v in values.items() if k != "artifact"})
-    split = eval_splits(run)[-1]
-    log.info("%s: %s macro F1 %.4f", stage, split, values[split]["macro_f1"])
-    return values

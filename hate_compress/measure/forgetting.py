@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from sklearn.metrics import f1_score
 
-from hate_compress.metrics import predictions, probabilities
+from hate_compress.measure.quality import predictions, probabilities
 
 DISAGREEMENT_COLUMNS = ("row", "text", "gold", "teacher_pred", "teacher_prob", "model_pred",
                         "model_prob", "teacher_correct", "model_correct", "teacher_probs",
