@@ -12,11 +12,11 @@ import json
 
 import pytest
 import torch
-from hate_compress.measure.footprint import count_parameters
 from transformers import BertConfig, BertModel
 
 from hate_compress.compress.pruning import prune_model, sparsity_report
 from hate_compress.compress.quantization import quantize_model
+from hate_compress.measure.footprint import count_parameters
 from hate_compress.models.classifier import HateClassifier
 from hate_compress.pipeline.runner import run_pipeline
 from hate_compress.report.summary import summary_table
