@@ -256,6 +256,19 @@ def teacher_row(cell: dict, split: str = "auto") -> dict[str, Any] | None:
     return row
 
 
+def baseline_row(cell: dict, split: str = "auto") -> dict[str, Any] | None:
+    """The cell's char_ngram reference row (`measure.baseline`), if it measured one."""
+    values = cell["metrics"].get("baseline")
+    if not isinstance(values, dict):
+        return None
+    run = cell["run"]
+    row = {"kind": "baseline", "cell": cell["cell"], "data": run.get("data"),
+           "label": f"{values.get('model') or 'char_ngram'} baseline (reference)",
+           "stage": "baseline", "status": "ok", "overrides": cell["overrides"]}
+    row.update(stage_values(values, split, None))
+    return row
+
+
 def _teacher_identity(row: dict) -> tuple:
     """Same artifact = same teacher: a matrix reuses one stored teacher across its students."""
     if row.get("artifact"):
@@ -274,17 +287,22 @@ def _unique_labels(rows: list[dict]) -> None:
 
 
 def collect_rows(root: Path, split: str = "auto") -> list[dict[str, Any]]:
-    """Teacher rows first (one per distinct teacher artifact), then one row per cell."""
+    """Teacher rows first (one per distinct teacher artifact), the char_ngram baseline rows
+    (one per distinct baseline artifact), then one row per cell."""
     root = Path(root)
     # a `seeds=[...]` run's own aggregate: its seed runs are cells below it, aggregated here
     cells = [cell for cell in (load_cell(c, root) for c in find_cells(root))
              if cell["run"].get("kind") != "seeds"]
     teachers: dict[tuple, dict] = {}
+    baselines: dict[tuple, dict] = {}
     for cell in cells:
         row = teacher_row(cell, split)
         if row is not None:
             teachers.setdefault(_teacher_identity(row), row)
-    rows = list(teachers.values()) + [cell_row(cell, split) for cell in cells]
+        row = baseline_row(cell, split)
+        if row is not None:  # one per stored baseline (one per data set)
+            baselines.setdefault(_teacher_identity(row), row)
+    rows = [*teachers.values(), *baselines.values(), *(cell_row(cell, split) for cell in cells)]
     _unique_labels(rows)
     return rows
 
@@ -495,6 +513,7 @@ def markdown(rows: list[dict], recs: list[dict], root: Path, plots: dict[str, st
         top = max(teachers, key=lambda r: r["dev_macro_f1"])
         lines.append(f"- Reference: best teacher {top['label']} has dev macro F1 "
                      f"{fmt(top['dev_macro_f1'])}")
+    lines += baseline_lines(rows)
     degenerate = [r for r in rows if r.get("degenerate")]
     if degenerate:
         lines.append(f"- Not recommended: {len(degenerate)} degenerate model(s) (one class for "
@@ -522,6 +541,23 @@ def markdown(rows: list[dict], recs: list[dict], root: Path, plots: dict[str, st
         lines += [f"![{name}]({file})" for name, file in plots.items()]
     lines += ["", f"Data: report.csv (one row per model; F1 floor {fmt(f1_floor)})."]
     return "\n".join(lines) + "\n"
+
+
+def baseline_lines(rows: list[dict]) -> list[str]:
+    """Per baseline row: its macro F1 and how many finished cells on its data beat it on dev."""
+    lines = []
+    for base in (r for r in rows if r["kind"] == "baseline" and _ok(r, "dev_macro_f1")):
+        cells = [r for r in rows if r["kind"] == "cell" and candidate(r)
+                 and r.get("data") == base.get("data")]
+        beat = sum(r["dev_macro_f1"] >= base["dev_macro_f1"] for r in cells)
+        shown = f", {base['split']} macro F1 {fmt(base.get('macro_f1'))}" \
+            if base.get("split") not in (None, "dev") else ""
+        verdict = (f"{beat} of {len(cells)} finished cell(s) reach it on dev"
+                   + ("" if beat == len(cells) else " (the others: ship the baseline instead)")
+                   if cells else "no finished, non-degenerate cell to compare with it")
+        lines.append(f"- Reference: {base['label']} on {base.get('data') or '?'} has dev macro "
+                     f"F1 {fmt(base['dev_macro_f1'])}{shown}; {verdict}")
+    return lines
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

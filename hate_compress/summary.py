@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-NOT_STAGES = ("run", "targets")  # the entries of metrics.json that are not a stage's
+# the entries of metrics.json that are not a stage's (`baseline`: the char_ngram reference row,
+# hate_compress/stages/baseline.py)
+NOT_STAGES = ("run", "targets", "baseline")
+BASELINE = "baseline"
 
 
 def stage_order(metrics: dict) -> list[str]:
@@ -118,6 +121,12 @@ def summary_table(metrics: dict) -> str:
     lines = [f"quality on {split}", seeds_line(metrics), "", header, "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(fmt(row.get(key)) for _, key in columns) + " |")
+    baseline = metrics.get(BASELINE)
+    if isinstance(baseline, dict):
+        row = stage_row(BASELINE, baseline)
+        row["stage"] = f"baseline {baseline.get('model', '')} (reference)"
+        lines.append("| " + " | ".join(fmt(row.get(key)) for _, key in columns) + " |")
+        lines.append("\n" + baseline_verdict(metrics))
     for stage in stage_order(metrics):
         values = metrics.get(stage)
         if isinstance(values, dict) and values.get("degenerate"):
@@ -130,6 +139,23 @@ def summary_table(metrics: dict) -> str:
         verdict = "met" if check["met"] else "MISSED"
         lines.append(f"\ntarget {name}: {fmt(check['value'])} vs {check['target']} -> {verdict}")
     return "\n".join(lines)
+
+
+def baseline_verdict(metrics: dict) -> str:
+    """One line: the baseline's macro F1 and whether the run's final model beats it."""
+    baseline = metrics[BASELINE]
+    split = eval_split(baseline)
+    ref = baseline.get(split, {}).get("macro_f1")
+    text = (f"baseline: {baseline.get('model', '')} (TF-IDF n-grams + logistic regression, "
+            f"seconds on a CPU) has {split} macro F1 {fmt(ref)}")
+    last = final_stage(metrics)
+    mine = (metrics.get(last) or {}).get(split, {}).get("macro_f1") if last else None
+    if ref is None or mine is None:
+        return text
+    if mine >= ref:
+        return text + f"; the final model ({last}) beats it by {mine - ref:.4f}"
+    return text + (f"; the final model ({last}) is {ref - mine:.4f} BELOW it: ship the baseline, "
+                   "or improve the model before shipping it")
 
 
 def final_stage(metrics: dict) -> str | None:
@@ -203,6 +229,8 @@ def aggregate_seeds(per_seed: dict[int, dict]) -> dict[str, Any]:
     "degenerate_seeds": [...]}}` for every stage some seed finished."""
     out: dict[str, Any] = {}
     stages = list(dict.fromkeys(s for m in per_seed.values() for s in stage_order(m)))
+    if any(isinstance(m.get(BASELINE), dict) for m in per_seed.values()):
+        stages.append(BASELINE)  # the reference row (one fixed-seed model, so no spread)
     for stage in stages:
         done = {seed: m[stage] for seed, m in per_seed.items()
                 if isinstance(m.get(stage), dict) and not m[stage].get("skipped")}
