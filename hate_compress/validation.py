@@ -99,6 +99,9 @@ def _check_explain(measure) -> None:
     explain is off, so switching it on later does not fail after training)."""
     if measure is None:
         return
+    if measure.get("baseline", False) not in (True, False, "auto"):
+        raise ConfigError(f"measure.baseline={measure.get('baseline')!r} must be true, false or "
+                          "auto")
     if not isinstance(measure.get("explain", False), bool):
         raise ConfigError(f"measure.explain={measure.get('explain')!r} must be true or false")
     for key, low in (("explain_n", 1), ("explain_steps", 2)):

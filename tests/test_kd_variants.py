@@ -170,3 +170,60 @@ def test_mutual_config_errors_before_training(tiny_cfg, overrides, needle, capsy
     errors = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and needle in errors[0], errors
     assert not (run_dir / "teacher").exists()
+
+
+# -- the char_ngram baseline reference row ------------------------------------------------------
+
+def test_baseline_is_on_for_real_data_and_off_for_the_sample_and_debug(tiny_cfg):
+    from hate_compress.stages.baseline import baseline_enabled
+
+    assert baseline_enabled(tiny_cfg(tiny=False)) is False  # data=synthetic, measure default
+    assert baseline_enabled(tiny_cfg("data.name=mine", tiny=False)) is True  # auto: real data
+    assert baseline_enabled(tiny_cfg("data.name=mine")) is False  # debug=tiny switches it off
+    assert baseline_enabled(tiny_cfg("measure.baseline=true")) is True
+
+
+def test_baseline_row_in_metrics_summary_and_matrix_report(tiny_cfg, tmp_path):
+    from hate_compress.measure.quality import classification_metrics
+    from hate_compress.models.char_ngram import CharNgramModel
+    from hate_compress.report.multirun import write_report
+
+    root = tmp_path / "sweep"
+    first = run_pipeline(tiny_cfg("pipeline=teacher_kd", "measure.baseline=true"), root / "0")
+    second = run_pipeline(tiny_cfg("pipeline=teacher_kd", "measure.baseline=true", "seed=7"),
+                          root / "1")
+    base = first["baseline"]
+    stored = Path(base["artifact"])
+    assert stored.parent == Path(tiny_cfg().paths.teacher_store)
+    assert stored.name.startswith("char_ngram-")
+    assert second["baseline"]["artifact"] == base["artifact"]  # one baseline for every seed
+    # its numbers are the stored model's own, measured like a stage
+    data = make_data(tiny_cfg())
+    model = CharNgramModel.load(stored)
+    for split in ("dev", "test"):
+        expected = classification_metrics(model.predict_texts(data.texts(split)),
+                                          torch.as_tensor(data.labels(split)), task=data.task,
+                                          label_names=data.label_names,
+                                          positive_index=data.positive_index)["macro_f1"]
+        assert base[split]["macro_f1"] == pytest.approx(expected)
+    assert base["runtime"] == "sklearn" and base["params_total"] > 0
+    assert "baseline" not in first["run"]["stages"]  # a reference, not a stage
+    summary = (root / "0" / "summary.md").read_text()
+    assert "| baseline char_ngram (reference) | sklearn |" in summary
+    verdict = next(line for line in summary.splitlines() if line.startswith("baseline: "))
+    assert f"test macro F1 {base['test']['macro_f1']:.4f}" in verdict
+    kd_f1 = first["kd"]["test"]["macro_f1"]
+    assert ("beats it" if kd_f1 >= base["test"]["macro_f1"] else "BELOW it") in verdict
+    assert "baseline char_ngram (reference)" in (root / "0" / "report.html").read_text()
+    # the matrix report: one reference row (same stored baseline), a line, never recommended
+    report = write_report(root, plots=True)
+    baselines = [r for r in report["rows"] if r["kind"] == "baseline"]
+    assert len(baselines) == 1 and baselines[0]["macro_f1"] == base["test"]["macro_f1"]
+    assert all(rec["row"] is None or rec["row"]["kind"] != "baseline"
+               for rec in report["recommendations"])
+    text = report["report"].read_text()
+    assert "- Reference: char_ngram baseline (reference) on synthetic has dev macro F1" in text
+    from hate_compress.report.rows import rows_from_csv
+
+    assert [r["label"] for r in rows_from_csv(root / "report.csv") if r["kind"] == "baseline"] \
+        == ["char_ngram baseline (reference)"]

@@ -13,7 +13,10 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
-NOT_STAGES = ("run", "targets")  # the entries of metrics.json that are not a stage's
+# the entries of metrics.json that are not a stage's (`baseline`: the char_ngram reference row,
+# hate_compress/stages/baseline.py)
+NOT_STAGES = ("run", "targets", "baseline")
+BASELINE = "baseline"
 
 
 def stage_order(metrics: dict) -> list[str]:
@@ -104,6 +107,8 @@ def aggregate_seeds(per_seed: dict[int, dict]) -> dict[str, Any]:
     "degenerate_seeds": [...]}}` for every stage some seed finished."""
     out: dict[str, Any] = {}
     stages = list(dict.fromkeys(s for m in per_seed.values() for s in stage_order(m)))
+    if any(isinstance(m.get(BASELINE), dict) for m in per_seed.values()):
+        stages.append(BASELINE)  # the reference row (one fixed-seed model, so no spread)
     for stage in stages:
         done = {seed: m[stage] for seed, m in per_seed.items()
                 if isinstance(m.get(stage), dict) and not m[stage].get("skipped")}

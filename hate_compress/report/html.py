@@ -24,7 +24,7 @@ from typing import Any
 
 from hate_compress.measure.outcome import eval_split, final_stage, stage_order
 from hate_compress.report.format import fmt
-from hate_compress.report.summary import stage_row, table_columns
+from hate_compress.report.summary import baseline_verdict, stage_row, table_columns
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,11 @@ def stage_pareto_figures(metrics: Mapping) -> list[tuple[str, Any]]:
         rows.append({"label": stage, "status": "ok", "macro_f1": quality.get("macro_f1"),
                      "size_mb": values.get("size_mb"), "latency_ms_b1": values.get("latency_ms_b1"),
                      "kind": "teacher" if stage == "teacher" else "cell"})
+    baseline = metrics.get("baseline")
+    if isinstance(baseline, dict):  # the char_ngram reference: a dashed line on both plots
+        rows.append({"label": f"{baseline.get('model', '')} baseline", "status": "ok",
+                     "kind": "baseline",
+                     "macro_f1": baseline.get(eval_split(baseline), {}).get("macro_f1")})
     figures = []
     for key, xlabel, title in (("size_mb", "size on disk (MB)", "macro F1 vs size"),
                                ("latency_ms_b1", "CPU latency, batch 1 (ms)",
@@ -199,6 +204,10 @@ def run_report_html(run_dir: str | Path, metrics: Mapping | None = None) -> Path
     if metrics is None:
         metrics = json.loads((run_dir / "metrics.json").read_text())
     rows = [stage_row(s, metrics[s]) for s in stage_order(metrics)]
+    baseline = metrics.get("baseline")
+    if isinstance(baseline, dict):  # the char_ngram reference row (hate_compress/stages/baseline.py)
+        rows.append({**stage_row("baseline", baseline),
+                     "stage": f"baseline {baseline.get('model', '')} (reference)"})
     columns = table_columns(rows)
     split = next((eval_split(metrics[s]) for s in stage_order(metrics)), "dev")
     info = metrics.get("run") or {}
@@ -208,6 +217,8 @@ def run_report_html(run_dir: str | Path, metrics: Mapping | None = None) -> Path
             f"{esc(info.get('seed'))}. Quality on {esc(split)}.</p>",
             "<h2>Stages</h2>",
             table([name for name, _ in columns], [[r.get(k) for _, k in columns] for r in rows])]
+    if isinstance(baseline, dict):
+        body.append(f"<p>{esc(baseline_verdict(metrics))}</p>")
     for name, check in (metrics.get("targets") or {}).items():
         body.append(f"<p>target {esc(name)}: {esc(check['value'])} vs {esc(check['target'])} -> "
                     f"{'met' if check['met'] else 'MISSED'}</p>")

@@ -24,7 +24,7 @@ from typing import Any
 from hate_compress.report.cells import find_cells, load_cell
 from hate_compress.report.format import cell_text, fmt
 from hate_compress.report.recommend import candidate, recommend
-from hate_compress.report.rows import collect_rows, write_csv
+from hate_compress.report.rows import collect_rows, has_number, write_csv
 from hate_compress.report.seed_groups import seed_groups, seed_markdown, write_seed_csv
 
 # the markdown table: what a reader compares across cells
@@ -43,6 +43,23 @@ PLOTS = {
     "heatmap_f1": "heatmap_macro_f1.png",
     "heatmap_speedup": "heatmap_speedup_b1.png",
 }
+
+
+def baseline_lines(rows: list[dict]) -> list[str]:
+    """Per baseline row: its macro F1 and how many finished cells on its data beat it on dev."""
+    lines = []
+    for base in (r for r in rows if r["kind"] == "baseline" and has_number(r, "dev_macro_f1")):
+        cells = [r for r in rows if r["kind"] == "cell" and candidate(r)
+                 and r.get("data") == base.get("data")]
+        beat = sum(r["dev_macro_f1"] >= base["dev_macro_f1"] for r in cells)
+        shown = f", {base['split']} macro F1 {fmt(base.get('macro_f1'))}" \
+            if base.get("split") not in (None, "dev") else ""
+        verdict = (f"{beat} of {len(cells)} finished cell(s) reach it on dev"
+                   + ("" if beat == len(cells) else " (the others: ship the baseline instead)")
+                   if cells else "no finished, non-degenerate cell to compare with it")
+        lines.append(f"- Reference: {base['label']} on {base.get('data') or '?'} has dev macro "
+                     f"F1 {fmt(base['dev_macro_f1'])}{shown}; {verdict}")
+    return lines
 
 
 def markdown(rows: list[dict], recs: list[dict], root: Path, plots: dict[str, str],
@@ -65,6 +82,7 @@ def markdown(rows: list[dict], recs: list[dict], root: Path, plots: dict[str, st
         top = max(teachers, key=lambda r: r["dev_macro_f1"])
         lines.append(f"- Reference: best teacher {top['label']} has dev macro F1 "
                      f"{fmt(top['dev_macro_f1'])}")
+    lines += baseline_lines(rows)
     degenerate = [r for r in rows if r.get("degenerate")]
     if degenerate:
         lines.append(f"- Not recommended: {len(degenerate)} degenerate model(s) (one class for "

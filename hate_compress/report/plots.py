@@ -66,11 +66,17 @@ def _label_offsets(points: list[tuple[float, float]], step: float = 9.0) -> list
 def plot_pareto(ax, rows: Iterable[Mapping], x: str, xlabel: str, y: str = "macro_f1",
                 ylabel: str = "macro F1") -> list[Mapping]:
     """Scatter of finished models with the Pareto front drawn; returns the rows on the front."""
-    pts = []
+    pts, references = [], []
     for row in rows:
         xv, yv = _num(row.get(x)), _num(row.get(y))
-        if _finished(row) and xv is not None and yv is not None and xv > 0:
+        if row.get("kind") == "baseline":  # a reference line, not a candidate on the front
+            if _finished(row) and yv is not None:
+                references.append((yv, row))
+        elif _finished(row) and xv is not None and yv is not None and xv > 0:
             pts.append((xv, yv, row))
+    for yv, row in references:
+        ax.axhline(yv, linestyle="--", color="tab:gray", linewidth=1, zorder=1,
+                   label=str(row.get("label") or "baseline"))
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(True, alpha=0.3)

@@ -133,6 +133,19 @@ def teacher_row(cell: dict, split: str = "auto") -> dict[str, Any] | None:
     return row
 
 
+def baseline_row(cell: dict, split: str = "auto") -> dict[str, Any] | None:
+    """The cell's char_ngram reference row (`measure.baseline`), if it measured one."""
+    values = cell["metrics"].get("baseline")
+    if not isinstance(values, dict):
+        return None
+    run = cell["run"]
+    row = {"kind": "baseline", "cell": cell["cell"], "data": run.get("data"),
+           "label": f"{values.get('model') or 'char_ngram'} baseline (reference)",
+           "stage": "baseline", "status": "ok", "overrides": cell["overrides"]}
+    row.update(stage_values(values, split, None))
+    return row
+
+
 def _teacher_identity(row: dict) -> tuple:
     """Same artifact = same teacher: a matrix reuses one stored teacher across its students."""
     if row.get("artifact"):
@@ -151,17 +164,22 @@ def _unique_labels(rows: list[dict]) -> None:
 
 
 def collect_rows(root: Path, split: str = "auto") -> list[dict[str, Any]]:
-    """Teacher rows first (one per distinct teacher artifact), then one row per cell."""
+    """Teacher rows first (one per distinct teacher artifact), the char_ngram baseline rows
+    (one per distinct baseline artifact), then one row per cell."""
     root = Path(root)
     # a `seeds=[...]` run's own aggregate: its seed runs are cells below it, aggregated here
     cells = [cell for cell in (load_cell(c, root) for c in find_cells(root))
              if cell["run"].get("kind") != "seeds"]
     teachers: dict[tuple, dict] = {}
+    baselines: dict[tuple, dict] = {}
     for cell in cells:
         row = teacher_row(cell, split)
         if row is not None:
             teachers.setdefault(_teacher_identity(row), row)
-    rows = list(teachers.values()) + [cell_row(cell, split) for cell in cells]
+        row = baseline_row(cell, split)
+        if row is not None:  # one per stored baseline (one per data set)
+            baselines.setdefault(_teacher_identity(row), row)
+    rows = [*teachers.values(), *baselines.values(), *(cell_row(cell, split) for cell in cells)]
     _unique_labels(rows)
     return rows
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hate_compress.measure.outcome import SEED_METRICS, eval_split, stage_order
+from hate_compress.measure.outcome import BASELINE, SEED_METRICS, eval_split, final_stage, stage_order
 from hate_compress.report.format import fmt, mean_pm_std
 
 COLUMNS = (
@@ -94,6 +94,12 @@ def summary_table(metrics: dict) -> str:
     lines = [f"quality on {split}", seeds_line(metrics), "", header, "|" + "---|" * len(columns)]
     for row in rows:
         lines.append("| " + " | ".join(fmt(row.get(key)) for _, key in columns) + " |")
+    baseline = metrics.get(BASELINE)
+    if isinstance(baseline, dict):
+        row = stage_row(BASELINE, baseline)
+        row["stage"] = f"baseline {baseline.get('model', '')} (reference)"
+        lines.append("| " + " | ".join(fmt(row.get(key)) for _, key in columns) + " |")
+        lines.append("\n" + baseline_verdict(metrics))
     for stage in stage_order(metrics):
         values = metrics.get(stage)
         if isinstance(values, dict) and values.get("degenerate"):
@@ -106,6 +112,23 @@ def summary_table(metrics: dict) -> str:
         verdict = "met" if check["met"] else "MISSED"
         lines.append(f"\ntarget {name}: {fmt(check['value'])} vs {check['target']} -> {verdict}")
     return "\n".join(lines)
+
+
+def baseline_verdict(metrics: dict) -> str:
+    """One line: the baseline's macro F1 and whether the run's final model beats it."""
+    baseline = metrics[BASELINE]
+    split = eval_split(baseline)
+    ref = baseline.get(split, {}).get("macro_f1")
+    text = (f"baseline: {baseline.get('model', '')} (TF-IDF n-grams + logistic regression, "
+            f"seconds on a CPU) has {split} macro F1 {fmt(ref)}")
+    last = final_stage(metrics)
+    mine = (metrics.get(last) or {}).get(split, {}).get("macro_f1") if last else None
+    if ref is None or mine is None:
+        return text
+    if mine >= ref:
+        return text + f"; the final model ({last}) beats it by {mine - ref:.4f}"
+    return text + (f"; the final model ({last}) is {ref - mine:.4f} BELOW it: ship the baseline, "
+                   "or improve the model before shipping it")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ from hate_compress.measure.footprint import artifact_size_mb
 from hate_compress.models.char_ngram import CharNgramModel, is_char_ngram_dir
 from hate_compress.models.classifier import is_text_level
 from hate_compress.models.tokenizer import VOCAB_VERSION
+from hate_compress.stages.baseline import record_baseline
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
 from hate_compress.stages.measure import measure_stage
 from hate_compress.stages.state import Run, Trained, register_preflight, register_stage
@@ -171,6 +172,7 @@ def teacher_stage(run: Run) -> None:
     dev_f1 = values["dev"]["macro_f1"]
     values["gate"] = {"min_f1": gate, "dev_macro_f1": dev_f1, "passed": dev_f1 >= gate}
     run.record("teacher", values)
+    record_baseline(run, obtain_teacher)  # measure.baseline: the char_ngram reference row
     later = [s for s in run.cfg.stages if s not in ("teacher", "report")]
     if dev_f1 < gate and later:
         raise GateError(

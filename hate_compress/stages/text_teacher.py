@@ -74,14 +74,16 @@ def member_config(name: str, overrides) -> DictConfig:
     return OmegaConf.merge(merged, overrides or {})
 
 
-def member_run(run: Run, name: str) -> Run:
-    """A view of `run` whose teacher is member `name` (own run directory for its checkpoints,
-    the same data, the run's other settings: `${seed}` in the member resolves as usual)."""
+def member_run(run: Run, name: str, overrides=None, folder: str = "teacher_members") -> Run:
+    """A view of `run` whose teacher is `conf/teacher/<name>.yaml` + `overrides` (default: the
+    ensemble's `teacher.member_overrides.<name>`); own run directory for its checkpoints, the
+    same data, the run's other settings: `${seed}` in the member resolves as usual."""
     root = copy.deepcopy(run.cfg)
     OmegaConf.set_struct(root, False)
-    overrides = (run.cfg.teacher.get("member_overrides") or {}).get(name)
+    if overrides is None:
+        overrides = (run.cfg.teacher.get("member_overrides") or {}).get(name)
     root.teacher = member_config(name, overrides)
-    return replace(run, cfg=root, run_dir=run.run_dir / "teacher_members" / name, metrics={},
+    return replace(run, cfg=root, run_dir=run.run_dir / folder / name, metrics={},
                    teacher=None, current=None, teacher_logits=None, analysis={})
 
 
