@@ -131,14 +131,19 @@ def memory(r: dict) -> str:
 
 def profile_kd(r: dict) -> str:
     step = r["simple_step_ms"]
-    rows = [[f"`{action}`", f"{ms:.2f}", f"{100 * ms / step:.1f}%"] for ms, action in r["simple"][:8]]
+    # actions that wrap the whole step (run_training_batch, optimizer_step) say nothing: named only
+    wrappers = [a for ms, a in r["simple"] if ms >= 0.95 * step]
+    parts_of_step = [(ms, a) for ms, a in r["simple"] if ms < 0.95 * step]
+    rows = [[f"`{action}`", f"{ms:.2f}", f"{100 * ms / step:.1f}%"] for ms, action in parts_of_step[:8]]
     out = markdown(["Lightning action (SimpleProfiler)", "ms/step", "share of step"], rows)
+    if wrappers:
+        out += "\n\nLeft out, as they wrap the whole step: " + ", ".join(f"`{a}`" for a in wrappers) + "."
     origins = r["cprofile"]["origins"]
     total = sum(ms for ms, _ in origins) or 1.0
     shares = ", ".join(f"{name} {100 * ms / total:.1f}%" for ms, name in origins[:6])
     parts = ", ".join(f"{label} {100 * s / r['cache_build_s']:.1f}%"
                       for s, _, label in sorted(r["cache_parts"], reverse=True)[:4])
-    out += (f"\n\nFramework step {step:.0f} ms (SimpleProfiler on) vs plain loop {r['plain_ms']:.0f} "
+    out += (f" Framework step {step:.0f} ms (SimpleProfiler on) vs plain loop {r['plain_ms']:.0f} "
             f"ms. cProfile self time by origin: {shares}. `prepare_kd` with a fresh teacher-output "
             f"cache ({r['settings']['cache_examples']} train examples + dev): {r['cache_build_s']:.2f} s, "
             f"of which {parts}.")
