@@ -24,7 +24,7 @@ def main(cfg: DictConfig) -> float | None:
     from hate_compress.pipeline.runner import guarded_run
 
     if cfg.get("hparams_search"):  # an Optuna study instead of one run (docs/sweep.md)
-        from hate_compress.sweep import main as sweep
+        from hate_compress.sweep.runner import main as sweep
 
         return sweep(cfg)
     hc = HydraConfig.get()

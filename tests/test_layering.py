@@ -9,6 +9,7 @@ subpackages means neither can be understood, tested or replaced without the othe
 from __future__ import annotations
 
 import ast
+import re
 import sys
 from pathlib import Path
 
@@ -164,3 +165,54 @@ def test_save_and_load_use_the_same_steps_packer(tmp_path, two_packing_steps):
 def test_a_restorer_packs_and_unpacks_or_neither():
     with pytest.raises(ValueError, match="both pack and unpack"):
         Restorer(rebuild=lambda m, s: None, pack=lambda m: {})
+
+
+# --------------------------------------------------------------------------- Optuna's private API
+
+SHIM = PACKAGE / "sweep" / "optuna_shim.py"
+OPTUNA_PRIVATE_NAME = re.compile(r"\boptuna(_integration)?(\.\w+)*\._\w")
+
+
+def optuna_private_uses(path: Path) -> list[str]:
+    """Where `path` relies on Optuna internals: an import from a private Optuna module, a string
+    naming one (a logger), or — in a module that imports Optuna — a private attribute of
+    anything but `self`/`cls` (`study._storage`, `trial._trial_id`)."""
+    tree = ast.parse(path.read_text())
+    uses, imports_optuna = [], False
+    for node in ast.walk(tree):
+        names = []
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+        for name in names:
+            if name.split(".")[0] in ("optuna", "optuna_integration"):
+                imports_optuna = True
+                if any(part.startswith("_") for part in name.split(".")):
+                    uses.append(f"{path.name}:{node.lineno}: import {name}")
+        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
+                and OPTUNA_PRIVATE_NAME.search(node.value):
+            uses.append(f"{path.name}:{node.lineno}: {node.value!r}")
+    if imports_optuna:
+        for node in ast.walk(tree):
+            if (isinstance(node, ast.Attribute) and node.attr.startswith("_")
+                    and not node.attr.startswith("__")
+                    and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                uses.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    return uses
+
+
+def test_only_the_shim_touches_optunas_private_api():
+    """An Optuna upgrade that moves an internal breaks one module, whose docstring says why each
+    internal is needed; everything else uses the public API."""
+    offenders = [use for path in sorted(PACKAGE.rglob("*.py")) if path != SHIM
+                 for use in optuna_private_uses(path)]
+    assert offenders == [], "Optuna internals outside sweep/optuna_shim.py: " + "; ".join(offenders)
+
+
+def test_the_private_api_check_can_fail():
+    """The check sees what the shim does, so a copy of it anywhere else would fail the test."""
+    found = " ".join(optuna_private_uses(SHIM))
+    for internal in ("optuna.storages._heartbeat", "._storage", "._trial_id", "._rng",
+                     "optuna.study._optimize"):
+        assert internal in found, internal
