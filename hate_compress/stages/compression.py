@@ -10,6 +10,7 @@ import copy
 import itertools
 import logging
 
+from hate_compress import distributed
 from hate_compress.compress.pruning import PruningCallback, prune_model, sparsity_report
 from hate_compress.compress.quantization import (
     QuantizationUnavailable,
@@ -97,7 +98,8 @@ def quant_stage(run: Run) -> None:
             return skip(run, "quant", str(exc))
         from hate_compress.stages.onnx import onnx_quant_stage
 
-        return onnx_quant_stage(run)
+        # export, checks and measurement on rank 0 (the last stage: nothing reads it after)
+        return distributed.on_rank_zero(lambda: onnx_quant_stage(run), share=False)
     trained = working_copy(run, "quantized")
     trained.source = run.current  # int8 kernels have no gradients: explain through this one
     batches = itertools.islice(iter(run.data.dataloader("train")), int(cfg.calibration_batches))
