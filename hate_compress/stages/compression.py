@@ -67,6 +67,7 @@ def prune_stage(run: Run) -> None:
     epochs = int(cfg.finetune_epochs)
     if epochs > 0:
         callback = PruningCallback(cfg.method, cfg.sparsity, **options)
+        callback.shrink(trained.model)  # structural: here, not only in spawned fit workers
         loss, source, shared = finetune_loss(run, trained)
         train_cfg = run.cfg.student.train if trained.key == "student" else run.cfg.teacher.train
         fit(run, "prune", trained, loss, train_cfg=train_cfg, teacher_source=source,
