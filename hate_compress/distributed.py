@@ -42,6 +42,10 @@ T = TypeVar("T")
 # the gloo group barriers and object broadcasts use when the default group is NCCL (NCCL needs
 # every object on the right GPU; the pipeline's coordination is CPU-side)
 _GROUP: Any = None
+# > 0 while rank 0 runs a function on its own (`on_rank_zero`): the other ranks are waiting for
+# its result, so helpers called inside it (saving a model inside storing a teacher) must not
+# start collectives of their own
+_ALONE = 0
 
 
 def _initialised() -> bool:
@@ -121,14 +125,18 @@ def setup(backend: str = "gloo") -> bool:
     return is_distributed()
 
 
+def _collective() -> bool:
+    return _ALONE == 0 and _initialised() and dist.get_world_size() > 1
+
+
 def barrier() -> None:
-    if _initialised() and dist.get_world_size() > 1:
+    if _collective():
         dist.barrier(group=_GROUP)
 
 
 def broadcast(value: T) -> T:
     """Rank 0's `value` on every rank (picklable objects)."""
-    if not (_initialised() and dist.get_world_size() > 1):
+    if not _collective():
         return value
     box = [value]
     dist.broadcast_object_list(box, src=0, group=_GROUP)
@@ -147,11 +155,15 @@ def _shareable(exc: BaseException) -> BaseException:
 
 
 def _run_on_zero(fn: Callable[[], T], share: bool) -> T:
+    global _ALONE
+    _ALONE += 1
     try:
         result = fn()
     except BaseException as exc:
+        _ALONE -= 1
         broadcast(("error", _shareable(exc)))
         raise
+    _ALONE -= 1
     broadcast(("ok", result if share else None))
     return result
 
@@ -165,8 +177,9 @@ def _wait_for_zero() -> Any:
 
 def on_rank_zero(fn: Callable[[], T], share: bool = True) -> T | None:
     """Run `fn` on rank 0 only; the other ranks wait and get its result (`share=True`,
-    picklable) or None. An exception on rank 0 is raised on every rank."""
-    if not is_distributed():
+    picklable) or None. An exception on rank 0 is raised on every rank. Nested calls (inside
+    another `on_rank_zero`) just call `fn`."""
+    if not is_distributed() or _ALONE:
         return fn()
     if is_rank_zero():
         return _run_on_zero(fn, share)
@@ -177,7 +190,7 @@ def on_rank_zero(fn: Callable[[], T], share: bool = True) -> T | None:
 def rank_zero_first(fn: Callable[[], T]) -> T:
     """Rank 0 calls `fn` first (it creates what is missing: a stored teacher, a cache file);
     the others wait, then call `fn` themselves and find it there. `fn` must be load-or-create."""
-    if not is_distributed():
+    if not is_distributed() or _ALONE:
         return fn()
     if is_rank_zero():
         return _run_on_zero(fn, share=False)
@@ -209,6 +222,19 @@ def _reruns_command(strategy: Any) -> bool:
             return True
         return target.endswith("DDPStrategy") and strategy.get("start_method", "popen") == "popen"
     return str(strategy) in (*_POPEN_STRATEGIES, "auto")
+
+
+def under_launcher(strategy: Any) -> Any:
+    """`strategy` as it must be when torchrun/srun started the processes already: a spawning
+    DDP strategy (hardware=ddp_cpu, hardware=ddp) would start `devices` more processes in every
+    rank, so it becomes the plain one, which joins the launcher's processes instead."""
+    if launcher_environment() is None:
+        return strategy
+    if isinstance(strategy, Mapping) and strategy.get("start_method", "popen") != "popen":
+        return {**strategy, "start_method": "popen"}
+    if str(strategy) in ("ddp_spawn", "ddp_fork", "ddp_notebook"):
+        return "ddp"
+    return strategy
 
 
 def launch_problem(trainer: Mapping[str, Any]) -> str | None:

@@ -125,6 +125,10 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     assert distributed.rank_zero_first(load_or_create) == "rank 0"
     values = distributed.on_rank_zero(lambda: {"f1": 0.5, "rank": rank})
     assert values == {"f1": 0.5, "rank": 0}
+    # nested (saving a model while storing a teacher): the inner call starts no collective of
+    # its own, which would pair with the wrong broadcast on the other rank
+    assert distributed.on_rank_zero(lambda: distributed.on_rank_zero(lambda: 7, share=False) + 1) == 8
+    assert distributed.broadcast(f"from {rank}") == "from 0"
     try:
         distributed.on_rank_zero(lambda: (_ for _ in ()).throw(ConfigError("gate: too weak")))
     except ConfigError as exc:
@@ -142,3 +146,36 @@ def test_rank_zero_writes_first_and_errors_reach_every_rank(tmp_path):
     assert [e["what"] for e in events[1]] == ["loaded", "raised ConfigError: gate: too weak", "done"]
     # rank 1 looked only after rank 0 had written (same machine: one monotonic clock)
     assert events[1][0]["t"] >= events[0][0]["t"]
+
+
+def test_a_spawning_strategy_joins_the_launchers_processes_instead(clean_env):
+    spawn = {"_target_": "lightning.pytorch.strategies.DDPStrategy", "start_method": "spawn",
+             "process_group_backend": "gloo"}
+    assert distributed.under_launcher(spawn) == spawn  # no launcher: Lightning spawns
+    torchrun_env(clean_env, rank=0, world=2)
+    assert distributed.under_launcher(spawn) == {**spawn, "start_method": "popen"}
+    assert distributed.under_launcher("ddp_spawn") == "ddp"
+    assert distributed.under_launcher("auto") == "auto"
+
+
+def test_sharded_epochs_follow_the_epoch_and_form_the_single_process_batches():
+    from hate_compress.data.datamodule import EpochSeededSampler, ShardedEpochSampler
+
+    n, batch, world = 50, 4, 2
+    for epoch in (0, 1, 2):
+        single = EpochSeededSampler(n, seed=3)
+        single.set_epoch(epoch)
+        order = list(single)
+        shards = []
+        for rank in range(world):
+            sampler = ShardedEpochSampler(n, 3, rank, world)
+            sampler.set_epoch(epoch)  # what Lightning calls before every epoch
+            shards.append(list(sampler))
+        assert len(shards[0]) == len(shards[1]) == 25
+        # global batch k of 2 ranks x 4 = the one process's batch k of 8
+        for k in range(n // (batch * world)):
+            ranks = {i for shard in shards for i in shard[k * batch:(k + 1) * batch]}
+            assert ranks == set(order[k * batch * world:(k + 1) * batch * world])
+    first, second = ShardedEpochSampler(n, 3, 0, world), ShardedEpochSampler(n, 3, 0, world)
+    second.set_epoch(1)
+    assert list(first) != list(second)  # a new order every epoch (it used to repeat epoch 0)
