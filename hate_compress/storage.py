@@ -9,6 +9,7 @@ know it) and used to end the run in a traceback. Every place that writes wraps i
 from __future__ import annotations
 
 import errno
+import os
 import re
 import sys
 from collections.abc import Iterator
@@ -76,7 +77,9 @@ def check_writable(directory: str | Path, key: str) -> None:
     directory = Path(directory)
     with writing(directory, key):
         directory.mkdir(parents=True, exist_ok=True)
-        probe = directory / ".hate_compress_write_probe"
+        # one name per process: ranks of a distributed run (or parallel cells) probe at once,
+        # and a shared name let one unlink the other's probe
+        probe = directory / f".hate_compress_write_probe.{os.getpid()}"
         probe.write_text("")
         probe.unlink()
 

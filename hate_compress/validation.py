@@ -213,3 +213,8 @@ def _check_trainer(cfg: DictConfig) -> None:
             raise ConfigError(f"trainer.{key} cannot be set: it comes from {_TRAINER_OWNED[key]}")
         if key not in accepted:
             raise ConfigError(f"trainer.{key} is not a Lightning Trainer argument")
+    from hate_compress.distributed import launch_problem
+
+    problem = launch_problem(OmegaConf.to_container(cfg.trainer, resolve=True))
+    if problem:
+        raise ConfigError(problem)

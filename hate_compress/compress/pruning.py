@@ -646,15 +646,23 @@ class PruningCallback(Callback):
 
     # -- hooks
 
+    def shrink(self, model: nn.Module) -> None:
+        """Apply a structural pruner to `model` now (once). The prune stage calls it before
+        `fit`, in the process that owns the model: with a spawning strategy (hardware=ddp_cpu)
+        `setup` runs only in the workers, whose shrunk weights would not fit the launching
+        process's unpruned model when Lightning copies them back."""
+        if not self.pruner.structural or self._applied:
+            return
+        self._applied = True
+        result = self.pruner.run(model, self.sparsity, head_sparsity=self.head_sparsity,
+                                 ffn_sparsity=self.ffn_sparsity)
+        log.info("structured pruning: %d -> %d parameters", result["params_before"],
+                 result["params_after"])
+        self.report = result
+
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if stage == "fit" and self.pruner.structural and not self._applied:
-            self._applied = True
-            result = self.pruner.run(self._model(pl_module), self.sparsity,
-                                     head_sparsity=self.head_sparsity,
-                                     ffn_sparsity=self.ffn_sparsity)
-            log.info("structured pruning: %d -> %d parameters", result["params_before"],
-                     result["params_after"])
-            self.report = result
+        if stage == "fit":  # before the optimizer is built: it replaces Parameters
+            self.shrink(self._model(pl_module))
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if self.pruner.structural:

@@ -23,7 +23,7 @@ import lightning.pytorch as pl
 import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from hate_compress.data.reading import (
     FORMATS,
@@ -324,8 +324,12 @@ class HateDataModule(pl.LightningDataModule):
 
     # -- loaders ------------------------------------------------------------------------------
 
-    def dataloader(self, split: str, shuffle: bool = False, batch_size: int | None = None) -> DataLoader:
-        """Batches of one split: ``{"idx", "labels", "inputs": {key: {"input_ids", "attention_mask"}}}``."""
+    def dataloader(self, split: str, shuffle: bool = False, batch_size: int | None = None,
+                   shard: tuple[int, int] | None = None) -> DataLoader:
+        """Batches of one split: ``{"idx", "labels", "inputs": {key: {"input_ids", "attention_mask"}}}``.
+
+        `shard=(rank, world_size)` (shuffled training under DDP): this rank's share of each
+        epoch's order, see `ShardedEpochSampler`."""
         if not self._key_to_rep:
             raise RuntimeError("no tokenizers: call set_tokenizers({...}) before requesting a dataloader")
         split = _ALIASES.get(split, split)
@@ -337,6 +341,8 @@ class HateDataModule(pl.LightningDataModule):
         if batch_size is None:
             batch_size = self.batch_size if split == "train" else self.eval_batch_size
         sampler = EpochSeededSampler(len(data), self.split_seed) if shuffle else None
+        if shuffle and shard is not None and shard[1] > 1:
+            sampler = ShardedEpochSampler(len(data), self.split_seed, *shard)
         return DataLoader(
             _IndexDataset(len(data)), batch_size=batch_size, sampler=sampler,
             collate_fn=_Collate(data.labels, groups), num_workers=self.num_workers,
@@ -344,6 +350,10 @@ class HateDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            return self.dataloader("train", shuffle=True,
+                                   shard=(trainer.global_rank, trainer.world_size))
         return self.dataloader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
@@ -505,6 +515,36 @@ class EpochSeededSampler(Sampler[int]):
     def __iter__(self):
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         return iter(torch.randperm(self.n, generator=generator).tolist())
+
+
+class ShardedEpochSampler(DistributedSampler):
+    """One rank's share of `EpochSeededSampler`'s order: positions rank, rank+W, ... of it
+    (padded from its start to a multiple of W, as DistributedSampler pads).
+
+    Lightning wraps any other sampler in a DistributedSamplerWrapper that never forwards
+    `set_epoch`, so under DDP every epoch replayed epoch 0's order. Interleaving also makes a
+    global batch of W ranks x B the same examples as one process's batch of W*B (the
+    single-process run with the same global batch sees the same data in the same steps)."""
+
+    def __init__(self, n: int, seed: int, rank: int, num_replicas: int):  # noqa: D107
+        # not DistributedSampler.__init__: it wants a dataset and an initialised process group
+        self.order = EpochSeededSampler(n, seed)
+        self.rank, self.num_replicas = int(rank), int(num_replicas)
+        self.num_samples = math.ceil(n / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
+        self.shuffle, self.drop_last, self.seed, self.epoch = True, False, int(seed), 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        self.order.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def __iter__(self):
+        order = list(self.order)
+        order += order[: self.total_size - len(order)]
+        return iter(order[self.rank : self.total_size : self.num_replicas])
 
 
 class _IndexDataset(Dataset):

@@ -16,6 +16,7 @@ from pathlib import Path
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
+from hate_compress import distributed
 from hate_compress.errors import HateCompressError
 from hate_compress.resume import run_label
 from hate_compress.storage import storage_errno, storage_message
@@ -37,7 +38,7 @@ def user_error(exc: BaseException) -> str:
 
 def record_status(run_dir: Path | None, status: str, **extra) -> None:
     """Mark metrics.json `failed`/`interrupted`; best effort (the disk may be what failed)."""
-    if run_dir is None:
+    if run_dir is None or not distributed.is_rank_zero():
         return
     path = run_dir / "metrics.json"
     try:

@@ -17,6 +17,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import hate_compress.resolvers  # noqa: F401  (registers ${data_file:...} and friends)
+from hate_compress import distributed
 from hate_compress import stages as _stages  # noqa: F401  (registers the stages)
 from hate_compress.errors import ConfigError, HateCompressError
 from hate_compress.extras import apply_extras
@@ -69,9 +70,11 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
     stages = validate_stages(cfg.stages)
     validate_config(cfg)
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
-    with writing(run_dir, OUTPUT_KEY):
-        run_dir.mkdir(parents=True, exist_ok=True)
-        prepare_run_dir(cfg, run_dir)  # refuses to resume under a changed config
+    # under torchrun/srun every rank runs this function: one run directory (rank 0's: a
+    # timestamped run_name may differ by a second between ranks), prepared once
+    distributed.setup(distributed.backend_for(cfg.trainer))
+    run_dir = Path(distributed.broadcast(str(run_dir)))
+    distributed.on_rank_zero(lambda: prepare_output(cfg, run_dir), share=False)
     data = make_data(cfg)
     log.info("data %s: %s (%s, %d labels)", data.name, data.split_sizes, data.task,
              data.num_labels)
@@ -99,6 +102,17 @@ def run_pipeline(cfg: DictConfig, run_dir: str | Path, callbacks: dict | None = 
             exc, HateCompressError) else f"{type(exc).__name__}: {exc}")
         run.write_metrics()
         raise
+    # metrics, summary and reports are rank 0's; every rank returns the same metrics
+    return distributed.on_rank_zero(lambda: finish_run(run, run_dir))
+
+
+def prepare_output(cfg: DictConfig, run_dir: Path) -> None:
+    with writing(run_dir, OUTPUT_KEY):
+        run_dir.mkdir(parents=True, exist_ok=True)
+        prepare_run_dir(cfg, run_dir)  # refuses to resume under a changed config
+
+
+def finish_run(run: Run, run_dir: Path) -> dict:
     export_final(run)
     run.metrics["run"]["status"] = "ok"
     run.metrics["targets"] = check_targets(run)

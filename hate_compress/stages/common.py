@@ -12,6 +12,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from hate_compress import distributed
 from hate_compress.artifacts import ModelCard, save_classifier
 from hate_compress.kd.terms import build_composite_loss
 from hate_compress.models.backbone import build_backbone
@@ -37,11 +38,11 @@ def build_classifier(run: Run, role: str) -> tuple:
             and getattr(run.teacher.model, "text_level", False):
         # a text-level teacher (char_ngram, ensemble) has no tokenizer to share
         backbone["tokenizer"] = plain(run.cfg.teacher.student_tokenizer)
-    encoder, tokenizer = build_backbone(
+    encoder, tokenizer = distributed.rank_zero_first(lambda: build_backbone(  # caches a tokenizer
         backbone, role=role, train_texts=run.data.train_texts,
         cache_dir=run.cfg.paths.cache_dir,
         teacher_tokenizer=run.teacher.tokenizer if run.teacher else None,
-    )
+    ))
     head = role_cfg.head
     model = HateClassifier(encoder, run.data.num_labels, pooling=head.pooling,
                            head_hidden=head.hidden, dropout=head.dropout)
@@ -65,8 +66,12 @@ def model_card(run: Run, metrics: dict | None = None, artifact: str = "model", *
 
 def save(run: Run, trained: Trained, directory: Path, setting: str = OUTPUT_KEY, **extra) -> Trained:
     card = model_card(run, artifact=trained.name, **extra)
-    with writing(directory, setting):
-        save_classifier(trained.model, directory, trained.tokenizer, card)
+
+    def write() -> None:
+        with writing(directory, setting):
+            save_classifier(trained.model, directory, trained.tokenizer, card)
+
+    distributed.on_rank_zero(write, share=False)  # once; the other ranks wait for it
     trained.path = directory
     return trained
 

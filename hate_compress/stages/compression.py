@@ -10,6 +10,7 @@ import copy
 import itertools
 import logging
 
+from hate_compress import distributed
 from hate_compress.compress.pruning import PruningCallback, prune_model, sparsity_report
 from hate_compress.compress.quantization import (
     QuantizationUnavailable,
@@ -66,6 +67,7 @@ def prune_stage(run: Run) -> None:
     epochs = int(cfg.finetune_epochs)
     if epochs > 0:
         callback = PruningCallback(cfg.method, cfg.sparsity, **options)
+        callback.shrink(trained.model)  # structural: here, not only in spawned fit workers
         loss, source, shared = finetune_loss(run, trained)
         train_cfg = run.cfg.student.train if trained.key == "student" else run.cfg.teacher.train
         fit(run, "prune", trained, loss, train_cfg=train_cfg, teacher_source=source,
@@ -97,7 +99,8 @@ def quant_stage(run: Run) -> None:
             return skip(run, "quant", str(exc))
         from hate_compress.stages.onnx import onnx_quant_stage
 
-        return onnx_quant_stage(run)
+        # export, checks and measurement on rank 0 (the last stage: nothing reads it after)
+        return distributed.on_rank_zero(lambda: onnx_quant_stage(run), share=False)
     trained = working_copy(run, "quantized")
     trained.source = run.current  # int8 kernels have no gradients: explain through this one
     batches = itertools.islice(iter(run.data.dataloader("train")), int(cfg.calibration_batches))

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from transformers import AutoTokenizer
 
+from hate_compress import distributed
 from hate_compress.artifacts import encoder_config
 from hate_compress.errors import ConfigError
 from hate_compress.kd.teacher import (
@@ -49,7 +50,8 @@ def teacher_source(run: Run, loss, shared: bool) -> TeacherSource:
     needs = loss.needs
     teacher = run.teacher
     if is_text_level(teacher.model):  # logits from the raw texts, every split (preflight
-        return text_teacher_source(run, needs)  # rejected the terms that need more)
+        # rejected the terms that would need more); rank 0 writes the cache, the others read it
+        return distributed.rank_zero_first(lambda: text_teacher_source(run, needs))
     if "attentions" in needs:
         teacher.model.use_eager_attention()
     live = LiveTeacher(teacher.model, teacher.key, hidden=bool(needs & HIDDEN_NEEDS),
@@ -67,7 +69,8 @@ def teacher_source(run: Run, loss, shared: bool) -> TeacherSource:
                       teacher.tokenizer, pooling)
     loaders = {split: run.data.dataloader(split) for split in CACHED_SPLITS}
     path = Path(run.cfg.paths.cache_dir) / "teacher_outputs" / f"{key}.safetensors"
-    cache = CachedTeacher.build(teacher.model, loaders, teacher.key, path, pooling=pooling)
+    cache = distributed.rank_zero_first(lambda: CachedTeacher.build(
+        teacher.model, loaders, teacher.key, path, pooling=pooling))
     return TeacherSource(live, cache)
 
 
@@ -170,7 +173,7 @@ def attach_student_tokenizer(run: Run, tokenizer) -> tuple:
         run.data.set_tokenizers({"teacher": run.teacher.tokenizer, "student": tokenizer})
     if not shared and not text_teacher:  # both now read the texts cut to what both
         # tokenizers keep (`model_texts`): agreement on the text the student sees
-        run.teacher_logits = score(run, run.teacher)[1]
+        run.teacher_logits = distributed.on_rank_zero(lambda: score(run, run.teacher)[1], share=False)
     return tokenizer, shared
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from hate_compress import distributed
 from hate_compress.artifacts import update_card
 from hate_compress.measure.analysis import analyse_stage
 from hate_compress.measure.evaluate import eval_splits, footprint, relative_to_teacher, score, speedups
@@ -39,7 +40,13 @@ def measure_stage(run: Run, stage: str, trained: Trained, extra: dict | None = N
     """Score and measure `trained`, store it under `stage` in metrics.json, return the values.
 
     `teacher_ort` (latencies of the teacher exported to ONNX Runtime fp32) adds
-    `speedup_vs_teacher_ort_b*`: how much of the speedup is compression, not the runtime."""
+    `speedup_vs_teacher_ort_b*`: how much of the speedup is compression, not the runtime.
+    In a distributed run rank 0 measures and the other ranks receive its values."""
+    return distributed.on_rank_zero(lambda: _measure_stage(run, stage, trained, extra, teacher_ort))
+
+
+def _measure_stage(run: Run, stage: str, trained: Trained, extra: dict | None,
+                   teacher_ort: dict | None) -> dict:
     values, logits = score(run, trained, None if stage == "teacher" else run.teacher_logits)
     if stage == "teacher":
         run.teacher_logits = logits

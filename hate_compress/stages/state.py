@@ -21,6 +21,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from hate_compress.distributed import is_rank_zero
 from hate_compress.models.classifier import HateClassifier
 from hate_compress.registry import Registry
 from hate_compress.storage import OUTPUT_KEY, writing
@@ -67,7 +68,10 @@ class Run:
         self.write_metrics()
 
     def write_metrics(self) -> None:
-        """Rewritten after every stage so a crash never loses what finished."""
+        """Rewritten after every stage so a crash never loses what finished (by rank 0:
+        the other ranks of a distributed run hold no measurements)."""
+        if not is_rank_zero():
+            return
         path = self.run_dir / "metrics.json"
         with writing(path, OUTPUT_KEY):
             path.write_text(json.dumps(self.metrics, indent=2, default=str))

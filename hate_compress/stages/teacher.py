@@ -18,6 +18,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 
+from hate_compress import distributed
 from hate_compress.artifacts import load_classifier, read_meta
 from hate_compress.errors import ConfigError, GateError, StorageError
 from hate_compress.identity import TRAINER_LOGGING_KEYS, without
@@ -67,6 +68,11 @@ def teacher_key(run: Run) -> str:
 
 @contextmanager
 def locked(path: Path):
+    """The store's file lock; in a distributed run rank 0 holds it for every rank (the others
+    follow rank 0's decision, see `obtain_teacher`)."""
+    if not distributed.is_rank_zero():
+        yield
+        return
     with writing(path.parent, STORE_KEY):
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = open(path, "w")  # closed by the `with` below
@@ -108,7 +114,8 @@ def store_atomically(target: Path, write) -> None:
 
 def train_teacher(run: Run, target: Path) -> Trained:
     if teacher_kind(run.cfg.teacher) == "char_ngram":
-        store_atomically(target, lambda tmp: fit_char_ngram(run, tmp))
+        distributed.on_rank_zero(lambda: store_atomically(target, lambda tmp: fit_char_ngram(run, tmp)),
+                                 share=False)
         return load_teacher(run, target)  # what KD reads is exactly what the store holds
     pl.seed_everything(int(run.cfg.teacher.seed), workers=True, verbose=False)
     model, tokenizer = build_classifier(run, "teacher")
@@ -116,9 +123,9 @@ def train_teacher(run: Run, target: Path) -> Trained:
     run.data.set_tokenizers({"teacher": tokenizer})
     train_cfg = run.cfg.teacher.train
     loss = loss_for(run, {"terms": {}}, model, None, True, bool(train_cfg.class_weights))
-    fit(run, "teacher", trained, loss, train_cfg=train_cfg)
-    store_atomically(target, lambda tmp: save(run, trained, tmp, STORE_KEY,
-                                              teacher_config=plain(run.cfg.teacher)))
+    fit(run, "teacher", trained, loss, train_cfg=train_cfg)  # on every rank
+    distributed.on_rank_zero(lambda: store_atomically(target, lambda tmp: save(
+        run, trained, tmp, STORE_KEY, teacher_config=plain(run.cfg.teacher))), share=False)
     trained.path = target
     return trained
 
@@ -132,8 +139,8 @@ def obtain_teacher(run: Run) -> Trained:
         log.info("[teacher] loading %s", directory)
         return load_teacher(run, directory)
     target = Path(run.cfg.paths.teacher_store) / teacher_key(run)
-    try:
-        check_writable(target.parent, STORE_KEY)
+    try:  # rank 0 probes; the others raise what it raised
+        distributed.on_rank_zero(lambda: check_writable(target.parent, STORE_KEY), share=False)
     except StorageError:
         if target.exists() and not cfg.get("retrain"):  # a read-only store still serves reads
             log.warning("[teacher] %s is not writable; reusing %s without a lock", target.parent,
@@ -141,7 +148,8 @@ def obtain_teacher(run: Run) -> Trained:
             return load_teacher(run, target)
         raise
     with locked(target.with_name(target.name + ".lock")):
-        if target.exists() and not cfg.get("retrain"):
+        # every rank trains, or every rank loads: rank 0 decides under the lock
+        if distributed.broadcast(target.exists()) and not cfg.get("retrain"):
             log.info("[teacher] reusing stored teacher %s (teacher.retrain=true to retrain)", target)
             return load_teacher(run, target)
         return train_teacher(run, target)
@@ -166,8 +174,9 @@ def teacher_stage(run: Run) -> None:
     values = measure_stage(run, "teacher", trained, extra=extra)
     pointer = run.stage_dir("teacher") / "model_path.txt"
     paths = [m["artifact"] for m in members.values()] if members else [str(trained.path)]
-    with writing(pointer, OUTPUT_KEY):
-        pointer.write_text("\n".join(paths) + "\n")
+    if distributed.is_rank_zero():
+        with writing(pointer, OUTPUT_KEY):
+            pointer.write_text("\n".join(paths) + "\n")
     gate = float(run.cfg.teacher.min_f1)
     dev_f1 = values["dev"]["macro_f1"]
     values["gate"] = {"min_f1": gate, "dev_macro_f1": dev_f1, "passed": dev_f1 >= gate}

@@ -30,6 +30,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
+from hate_compress.distributed import under_launcher
 from hate_compress.errors import TrainingDiverged
 from hate_compress.safety import safe_torch_load
 from hate_compress.training.csv_log import KeepLogHistory
@@ -150,6 +151,8 @@ def make_trainer(
     checkpoint: bool = True,
 ) -> pl.Trainer:
     trainer_kwargs = OmegaConf.to_container(cfg.trainer, resolve=True)
+    if "strategy" in trainer_kwargs:  # started by torchrun/srun: join, don't spawn more
+        trainer_kwargs["strategy"] = under_launcher(trainer_kwargs["strategy"])
     if isinstance(trainer_kwargs.get("strategy"), dict):
         trainer_kwargs["strategy"] = instantiate(trainer_kwargs["strategy"])
     progress, bar = progress_callbacks(stage_dir.name, trainer_kwargs.get("enable_progress_bar", True))
