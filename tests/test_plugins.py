@@ -128,14 +128,14 @@ def test_stage_order_comes_from_the_registered_ranks():
     from hate_compress.app import validate_stages
     from hate_compress.run import STAGES, register_stage, stage_order
 
-    assert stage_order() == ["teacher", "kd", "prune", "quant"]
+    assert stage_order() == ["teacher", "assistant", "kd", "prune", "quant"]
     register_stage("test_audit", rank=25)(lambda run: None)
     try:
-        assert stage_order() == ["teacher", "kd", "prune", "test_audit", "quant"]
+        assert stage_order() == ["teacher", "assistant", "kd", "prune", "test_audit", "quant"]
         assert validate_stages(["teacher", "test_audit", "quant"]) == [
             "teacher", "test_audit", "quant"]
-        with pytest.raises(ConfigError, match=r"run in the order \['teacher', 'kd', 'prune', "
-                                              r"'test_audit', 'quant'\]"):
+        with pytest.raises(ConfigError, match=r"run in the order \['teacher', 'assistant', 'kd', "
+                                              r"'prune', 'test_audit', 'quant'\]"):
             validate_stages(["teacher", "quant", "test_audit"])
     finally:
         STAGES.pop("test_audit")
