@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 import torch
-from hate_compress.pipeline.runner import run_pipeline
 from safetensors.torch import load_file
 
 from hate_compress.artifacts import load_classifier
+from hate_compress.pipeline.runner import run_pipeline
 from tests.conftest import ROOT, TINY, cli_env, compose_cfg
 
 

@@ -227,3 +227,27 @@ def test_baseline_row_in_metrics_summary_and_matrix_report(tiny_cfg, tmp_path):
 
     assert [r["label"] for r in rows_from_csv(root / "report.csv") if r["kind"] == "baseline"] \
         == ["char_ngram baseline (reference)"]
+
+
+def test_the_seed_summary_and_the_matrix_label_show_the_variants():
+    from hate_compress.measure.outcome import aggregate_seeds
+    from hate_compress.report.rows import cell_row
+    from hate_compress.report.summary import seed_table
+
+    def metrics(f1):
+        return {"run": {"stages": ["teacher", "kd"], "status": "ok"},
+                "teacher": {"test": {"macro_f1": 0.6}, "dev": {"macro_f1": 0.6}},
+                "kd": {"test": {"macro_f1": f1}, "dev": {"macro_f1": f1}},
+                "baseline": {"model": "char_ngram", "test": {"macro_f1": 0.69},
+                             "dev": {"macro_f1": 0.7}}}
+
+    aggregate = aggregate_seeds({1: metrics(0.64), 2: metrics(0.66)})
+    assert aggregate["baseline"]["macro_f1"]["mean"] == pytest.approx(0.69)
+    assert aggregate["kd"]["macro_f1"]["mean"] == pytest.approx(0.65)
+    assert "| baseline | 2 | 0.6900 ± 0.0000 |" in seed_table(aggregate, [1, 2])
+    chain = {"cell": "0", "overrides": None, "metrics": {**metrics(0.6), "assistant": {
+        "test": {"macro_f1": 0.62}, "dev": {"macro_f1": 0.62}}},
+             "run": {"stages": ["teacher", "assistant", "kd"], "status": "ok",
+                     "teacher": "tiny_teacher", "assistant": "tiny_assistant",
+                     "student": "tiny_student", "kd": "logit"}}
+    assert cell_row(chain)["label"] == "tiny_teacher→tiny_assistant→tiny_student"

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from hate_compress.pipeline.runner import run_pipeline
 from safetensors.torch import load_file
 
+from hate_compress.pipeline.runner import run_pipeline
 from tests.conftest import ROOT, TINY, cli_env, compose_cfg
 
 COMPARABLE = [

@@ -7,7 +7,8 @@ within its split) lets a teacher-output cache be keyed without re-running the te
 Reading/validation happens in `setup` and needs no tokenizer (so a caller can read
 `train_texts` to train a tokenizer first); tokenization happens once per split and per distinct
 tokenizer, lazily, when a dataloader is first requested. Padding is per batch (dynamic), so
-short-text datasets do not pay for ``max_length``.
+short-text datasets do not pay for ``max_length``. Reading and splitting the files is
+`hate_compress.data.splitting`; the tokenizer helpers are `hate_compress.data.tokenization`.
 """
 
 from __future__ import annotations
@@ -22,18 +23,19 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from sklearn.model_selection import train_test_split
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from hate_compress.data.reading import (
-    FORMATS,
-    LabeledTexts,
-    check_label_coverage,
-    did_you_mean,
-    read_split,
-)
+from hate_compress.data.reading import FORMATS, LabeledTexts
 from hate_compress.data.schema import DataSchema
-from hate_compress.errors import ConfigError, DataError
+from hate_compress.data.splitting import check_split_size, read_splits
+from hate_compress.data.tokenization import (  # noqa: F401  (tokenizer_config: re-exported)
+    padding_id,
+    same_tokenizer,
+    shared_prefixes,
+    token_limit,
+    tokenizer_config,
+)
+from hate_compress.errors import ConfigError
 
 SPLITS = ("train", "dev", "test")
 _ALIASES = {"val": "dev", "validation": "dev", "valid": "dev"}
@@ -89,11 +91,11 @@ class HateDataModule(pl.LightningDataModule):
             raise ConfigError(f"data.format must be one of {', '.join(FORMATS)}, got {format!r}")
         if train_file is None or str(train_file) == "":
             raise ConfigError("data.train_file is required")
-        _check_dev_size(dev_size)
+        check_split_size(dev_size)
         if test_size is not None:
             if test_file:
                 raise ConfigError("data.test_size and data.test_file are both set; use one")
-            _check_dev_size(test_size, "test_size")
+            check_split_size(test_size, "test_size")
         for key, value, low in (("max_length", max_length, 2), ("batch_size", batch_size, 1),
                                 ("eval_batch_size", eval_batch_size, 1), ("num_workers", num_workers, 0)):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
@@ -115,66 +117,10 @@ class HateDataModule(pl.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         """Read and validate every split once; later calls (fit, then test) reuse the result."""
-        if self._splits is not None:
-            return
-        train = read_split(self.train_file, self.schema, self.format)
-        check_label_coverage(train)
-        self._check_positive_label(train)
-        held_out = None
-        if self.test_size:  # no official test split: hold one out first, before dev is cut
-            train, held_out = self._split(train, self.test_size, "test_size")
-        if self.dev_file is not None:
-            splits = {"train": train, "dev": self._read_other(self.dev_file, train)}
-        else:
-            train, dev = self._split(train, self.dev_size, "dev_size")
-            check_label_coverage(train, dev)
-            splits = {"train": train, "dev": dev}
-        if self.test_file is not None:
-            splits["test"] = self._read_other(self.test_file, train)
-        elif held_out is not None:
-            check_label_coverage(train, held_out)
-            splits["test"] = held_out
-        self._splits = splits
-
-    def _read_other(self, path: Path, train: LabeledTexts) -> LabeledTexts:
-        """Dev/test with the train class order; labels unseen in train are reported by file+row."""
-        other = read_split(path, self.schema, self.format, label_names=self.schema.label_names)
-        check_label_coverage(train, other)
-        return other.relabel(train.label_names)
-
-    def _check_positive_label(self, train: LabeledTexts) -> None:
-        pos = self.schema.positive_label
-        if pos is not None and pos not in train.label_names:
-            raise DataError(
-                f"{train.path}: data.positive_label={pos!r} is not a label of column "
-                f"{self.schema.label_column!r} (found: {', '.join(train.label_names)})"
-                + (f"; {hint}" if (hint := did_you_mean(pos, train.label_names)) else "")
-            )
-
-    def _split(self, full: LabeledTexts, size: float | int, key: str) -> tuple[LabeledTexts, LabeledTexts]:
-        """Stratified, seeded split of `size` rows (fraction or count) off `full`."""
-        n = len(full)
-        n_dev = math.ceil(size * n) if isinstance(size, float) else size
-        strata = _strata(full)
-        n_classes = len(set(strata.tolist())) if strata is not None else 1
-        if not n_classes <= n_dev <= n - n_classes:
-            raise DataError(
-                f"{full.path}: data.{key}={size} gives {n_dev} of {n} rows for the held-out split, "
-                f"but both splits need at least one row per class ({n_classes}); change data.{key}"
-            )
-        if strata is not None:
-            counts = np.bincount(strata)
-            rare = next((k for k, c in enumerate(counts) if c == 1), None)
-            if rare is not None and not full.is_multilabel:
-                name = full.label_names[rare]
-                raise DataError(
-                    f"{full.path}: row {full.first_row_with(name)}: label {name!r} occurs only once; a "
-                    "stratified split needs at least 2 rows per label — add examples or set data.dev_file"
-                )
-        train_idx, dev_idx = train_test_split(
-            np.arange(n), test_size=n_dev, random_state=self.split_seed, stratify=strata
-        )
-        return full.subset(np.sort(train_idx)), full.subset(np.sort(dev_idx))
+        if self._splits is None:
+            self._splits = read_splits(
+                self.schema, self.format, self.train_file, self.dev_file, self.test_file,
+                dev_size=self.dev_size, test_size=self.test_size, split_seed=self.split_seed)
 
     def _data(self) -> dict[str, LabeledTexts]:
         self.setup()
@@ -275,7 +221,7 @@ class HateDataModule(pl.LightningDataModule):
         Exactly what a model reading `key` is fed, so a cache keyed by it follows every change
         of tokenizer, `max_length` or truncation rule without listing them."""
         rep = self._key_to_rep[key]
-        h = hashlib.sha256(f"pad={_pad_id(rep)}:{rep.padding_side}".encode())
+        h = hashlib.sha256(f"pad={padding_id(rep)}:{rep.padding_side}".encode())
         for ids in self._encoded(rep, _ALIASES.get(split, split)):
             _update_sized(h, np.ascontiguousarray(ids, dtype="<i8").tobytes())
         return h.hexdigest()
@@ -294,7 +240,7 @@ class HateDataModule(pl.LightningDataModule):
         reps: list[Any] = []
         self._key_to_rep = {}
         for key, tok in tokenizers.items():
-            rep = next((r for r in reps if _same_tokenizer(r, tok)), None)
+            rep = next((r for r in reps if same_tokenizer(r, tok)), None)
             if rep is None:
                 reps.append(tok)
                 rep = tok
@@ -337,7 +283,7 @@ class HateDataModule(pl.LightningDataModule):
         groups = []
         for tok, _ in self._encodings:
             keys = [k for k, r in self._key_to_rep.items() if r is tok]
-            groups.append((keys, self._encoded(tok, split), _pad_id(tok), tok.padding_side == "left"))
+            groups.append((keys, self._encoded(tok, split), padding_id(tok), tok.padding_side == "left"))
         if batch_size is None:
             batch_size = self.batch_size if split == "train" else self.eval_batch_size
         sampler = EpochSeededSampler(len(data), self.split_seed) if shuffle else None
@@ -390,99 +336,9 @@ def _update_sized(h, data: bytes) -> None:
     h.update(data)
 
 
-def _check_dev_size(size: Any, key: str = "dev_size") -> None:
-    ok = (isinstance(size, float) and 0.0 < size < 1.0) or (
-        isinstance(size, int) and not isinstance(size, bool) and size >= 1)
-    if not ok:
-        raise ConfigError(f"data.{key} must be a fraction in (0, 1) or a row count >= 1, got {size!r}")
-
-
-def _strata(data: LabeledTexts) -> np.ndarray | None:
-    """What to stratify the dev split on.
-
-    Single-label: the class. Multilabel: the rarest label that has at least 2 positives and 2
-    negatives (the rarest is the one a random split would most likely leave out of one side);
-    None (plain seeded random split) if no label qualifies.
-    """
-    if not data.is_multilabel:
-        return data.labels
-    pos = data.labels.sum(axis=0)
-    usable = [j for j in np.argsort(pos, kind="stable") if 2 <= pos[j] <= len(data) - 2]
-    return data.labels[:, usable[0]].astype(np.int64) if usable else None
-
-
-def tokenizer_config(tok: Any) -> str:
-    """The tokenizer's full pipeline (minus per-call truncation/padding state) as a string."""
-    backend = getattr(tok, "backend_tokenizer", None)
-    if backend is None:
-        return json.dumps(sorted(tok.get_vocab().items()))
-    cfg = json.loads(backend.to_str())
-    cfg.pop("truncation", None)
-    cfg.pop("padding", None)
-    return json.dumps(cfg, sort_keys=True)
-
-
-def _same_tokenizer(a: Any, b: Any) -> bool:
-    if a is b:
-        return True
-    if type(a) is not type(b) or getattr(a, "name_or_path", None) != getattr(b, "name_or_path", None):
-        return False
-    if len(a) != len(b) or _pad_id(a) != _pad_id(b) or a.padding_side != b.padding_side:
-        return False
-    return tokenizer_config(a) == tokenizer_config(b)
-
-
-def _pad_id(tok: Any) -> int:
-    """Padding id; models without a pad token (GPT-style) get eos/0 — masked out anyway."""
-    for candidate in (tok.pad_token_id, getattr(tok, "eos_token_id", None)):
-        if isinstance(candidate, int):
-            return candidate
-    return 0
-
-
-def _limit(tok: Any, max_length: int) -> int:
-    """`max_length`, capped at the tokenizer's own limit when it has a real one."""
-    limit = getattr(tok, "model_max_length", None)
-    return min(max_length, limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else max_length
-
-
-def _kept_chars(tok: Any, texts: list[str], max_length: int) -> list[int]:
-    """Per text, how many leading characters survive truncation at `max_length` tokens."""
-    if not getattr(tok, "is_fast", False):
-        raise ConfigError(f"{type(tok).__name__}: aligning the text of teacher and student needs "
-                          "fast tokenizers (character offsets)")
-    budget = _limit(tok, max_length) - tok.num_special_tokens_to_add(pair=False)
-    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True,
-              return_attention_mask=False, return_token_type_ids=False)
-    return [len(text) if len(offsets) <= budget else offsets[max(budget, 1) - 1][1]
-            for text, offsets in zip(texts, enc["offset_mapping"], strict=True)]
-
-
-def shared_prefixes(texts: list[str], tokenizers: Sequence[Any], max_length: int) -> list[str]:
-    """Each text cut to the longest prefix every tokenizer keeps whole within `max_length`.
-
-    The cut goes back to a space when the prefix has one, so no tokenizer sees a split word;
-    re-tokenizing a cut text can still differ at its end, so it repeats until every tokenizer
-    keeps every text whole (the texts only shrink, so it ends).
-    """
-    texts = list(texts)
-    pending = list(range(len(texts)))
-    while pending:
-        ends = [min(kept) for kept in zip(*(_kept_chars(t, [texts[i] for i in pending], max_length)
-                                            for t in tokenizers), strict=True)]
-        still = []
-        for i, end in zip(pending, ends, strict=True):
-            if end < len(texts[i]):
-                space = texts[i].rfind(" ", 0, end + 1)
-                texts[i] = texts[i][:space if space > 0 else end].rstrip()
-                still.append(i)
-        pending = still
-    return texts
-
-
 def _tokenize(tok: Any, texts: list[str], max_length: int) -> list[np.ndarray]:
     """Truncated, unpadded ids; also capped at the tokenizer's own limit when it has a real one."""
-    max_length = _limit(tok, max_length)
+    max_length = token_limit(tok, max_length)
     out: list[np.ndarray] = []
     for start in range(0, len(texts), _TOKENIZE_CHUNK):
         enc = tok(texts[start:start + _TOKENIZE_CHUNK], truncation=True, max_length=max_length,

@@ -18,7 +18,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from hate_compress.data.datamodule import tokenizer_config
+from hate_compress.data.tokenization import tokenizer_config
 from hate_compress.models.classifier import HateClassifier, pool
 from hate_compress.models.outputs import ModelOutputs
 from hate_compress.storage import CACHE_KEY, writing

@@ -107,6 +107,8 @@ def cell_row(cell: dict, split: str = "auto") -> dict[str, Any]:
     else:
         row["error"] = row["error"] or f"status {status}: the run did not finish"
     parts = [row["teacher"] or "?"]
+    if run.get("assistant") and "assistant" in stages:  # pipeline=assistant_kd
+        parts.append(f"{ARROW}{run['assistant']}")
     if row["student"]:
         parts.append(f"{ARROW}{row['student']}")
     for stage in ("prune", "quant"):
