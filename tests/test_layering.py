@@ -24,9 +24,17 @@ from hate_compress.models.classifier import HateClassifier
 PACKAGE = Path(__file__).resolve().parents[1] / "hate_compress"
 
 
+def is_package(module: str) -> bool:
+    return (PACKAGE.parent / module.replace(".", "/") / "__init__.py").is_file()
+
+
 def layer(module: str) -> str:
-    """`hate_compress.x.y` -> `hate_compress.x`; top-level modules stay themselves."""
-    return module.rsplit(".", 1)[0] if module.count(".") > 1 else module
+    """A package stays itself, a module becomes its package (`hate_compress.x.y` ->
+    `hate_compress.x`, `hate_compress.compress.pruning.masks` -> `hate_compress.compress.pruning`);
+    top-level modules stay themselves."""
+    if module.count(".") <= 1 or is_package(module):
+        return module
+    return module.rsplit(".", 1)[0]
 
 
 def module_name(path: Path) -> str:
@@ -216,3 +224,47 @@ def test_the_private_api_check_can_fail():
     for internal in ("optuna.storages._heartbeat", "._storage", "._trial_id", "._rng",
                      "optuna.study._optimize"):
         assert internal in found, internal
+
+
+# --------------------------------------------------------------------------- registration on import
+
+REGISTERED = """
+import sys
+import {module}
+from hate_compress.compress.steps import RESTORERS
+from hate_compress.compress.pruning import PRUNERS
+from hate_compress.compress.quantization import QUANTIZERS
+print(sorted(PRUNERS.names()), sorted(QUANTIZERS.names()), sorted(RESTORERS.names()))
+"""
+
+
+@pytest.mark.parametrize("module", ["hate_compress.compress.pruning.methods",
+                                    "hate_compress.compress.quantization.base",
+                                    "hate_compress.artifacts"])
+def test_importing_any_compression_module_registers_every_method(module):
+    """Whichever module a user (or a plugin) imports first, its package `__init__` runs first
+    and registers every built-in method and restorer: a pruner is never missing because the
+    module that defines it happened not to be imported."""
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-c", REGISTERED.format(module=module)],
+                         capture_output=True, text=True, check=True, cwd=PACKAGE.parent)
+    pruners, quantizers, restorers = out.stdout.strip().split("] [")
+    assert pruners == "['gradual', 'magnitude', 'structured', 'wanda'"
+    assert quantizers == ("'bf16', 'dynamic_int8', 'fp16', 'nf4', 'none', 'onnx', 'onnx_int8', "
+                          "'onnx_static_int8', 'static_int8'")
+    assert restorers == ("'quant_bf16', 'quant_dynamic_int8', 'quant_fp16', 'quant_nf4', "
+                         "'quant_static_int8', 'structured_prune']")
+
+
+def test_the_compression_step_leaf_imports_no_method():
+    """`compress.steps` is imported by every layer that saves or loads a model; importing it must
+    not drag in the methods (and Lightning with them) — `compress/__init__` imports nothing."""
+    import subprocess
+
+    code = ("import sys, hate_compress.compress.steps; "
+            "print([m for m in sys.modules if m.startswith(('hate_compress.compress.p', "
+            "'hate_compress.compress.q', 'lightning'))])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent)
+    assert out.stdout.strip() == "[]"
