@@ -35,13 +35,13 @@ from transformers import AutoConfig, AutoModel  # noqa: E402
 from bench import results_io, tables  # noqa: E402
 from hate_compress.artifacts import ModelCard, save_classifier  # noqa: E402
 from hate_compress.compress import pruning  # noqa: E402
-from hate_compress.compress.onnx_export import (  # noqa: E402
+from hate_compress.compress.quantization import quantize_model  # noqa: E402
+from hate_compress.compress.quantization.onnx import (  # noqa: E402
     OnnxClassifier,
     export_onnx,
     quantize_dynamic_int8,
     quantize_static_int8,
 )
-from hate_compress.compress.quantization import quantize_model  # noqa: E402
 from hate_compress.measure.footprint import MB, batch_of  # noqa: E402
 from hate_compress.models.classifier import HateClassifier  # noqa: E402
 

@@ -38,15 +38,15 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-import hate_compress.compress  # noqa: F401  (registers every compression step's restorer)
-from hate_compress.compress.masks import make_permanent
-from hate_compress.compress.onnx_export import (
+# importing the two packages registers every compression step's restorer
+from hate_compress.compress.pruning import make_permanent
+from hate_compress.compress.quantization import checked_options, get_quantizer
+from hate_compress.compress.quantization.onnx import (
     EXPORTER,
     OnnxClassifier,
     export_onnx,
     optimize_for_transformers,
 )
-from hate_compress.compress.quantization import checked_options, get_quantizer
 from hate_compress.compress.steps import RESTORERS, compression_log, packing_step
 from hate_compress.errors import ConfigError, ModelLoadError
 from hate_compress.measure.footprint import count_parameters

@@ -15,12 +15,12 @@ from transformers import AutoConfig, AutoModel
 
 from hate_compress.artifacts import export_classifier, load_classifier
 from hate_compress.compress import pruning
-from hate_compress.compress.onnx_export import (
+from hate_compress.compress.quantization import quantize_model
+from hate_compress.compress.quantization.onnx import (
     OnnxClassifier,
     OnnxExportError,
     export_onnx,
 )
-from hate_compress.compress.quantization import quantize_model
 from hate_compress.errors import ConfigError, ModelLoadError
 from hate_compress.measure.footprint import measure_latency
 from hate_compress.models.classifier import HateClassifier, predict_logits

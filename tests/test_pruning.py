@@ -14,7 +14,7 @@ from transformers import BertConfig, BertModel
 
 from hate_compress.artifacts import ModelCard, load_classifier, save_classifier
 from hate_compress.compress import pruning as P
-from hate_compress.compress.pruning_structured import head_importance, transformer_blocks
+from hate_compress.compress.pruning.structured import head_importance, transformer_blocks
 from hate_compress.errors import ConfigError
 from hate_compress.models.classifier import HateClassifier
 

@@ -7,7 +7,7 @@ from transformers import BertConfig, BertModel
 
 from hate_compress.artifacts import ModelCard, load_classifier, save_classifier
 from hate_compress.compress import quantization as q
-from hate_compress.compress.quantization import QuantizationUnavailable, quantize_model
+from hate_compress.compress.quantization import QuantizationUnavailable, nf4, quantize_model
 from hate_compress.errors import ConfigError, HateCompressError, ModelLoadError
 from hate_compress.measure.footprint import count_parameters
 from hate_compress.models.classifier import HateClassifier
@@ -196,7 +196,7 @@ def test_nf4_runs_on_cpu_and_shrinks(tmp_path):
 
 def test_nf4_unavailable_raises_one_line_reason(monkeypatch):
     monkeypatch.setitem(sys.modules, "bitsandbytes", None)  # import now fails like a missing package
-    q._bnb_probe.cache_clear()
+    nf4._bnb_probe.cache_clear()
     try:
         model = tiny_model()
         with pytest.raises(QuantizationUnavailable) as err:
@@ -206,7 +206,7 @@ def test_nf4_unavailable_raises_one_line_reason(monkeypatch):
         assert getattr(model, "compression_log", []) == []
         assert type(model.encoder.encoder.layer[0].attention.self.query) is torch.nn.Linear
     finally:
-        q._bnb_probe.cache_clear()
+        nf4._bnb_probe.cache_clear()
 
 
 # ------------------------------------------------------------------------------ fp16 / bf16

@@ -1,12 +1,7 @@
-"""Compression: pruning and quantization methods, their Lightning callbacks, and measurements.
+"""Compression: `pruning` and `quantization`, each a package of methods registered by name.
 
-Importing the package registers the restorers that let `load_classifier` rebuild pruned and
-quantized models from safetensors.
+`steps` (a leaf) records what was done to a model and keeps the registry of restorers that let
+`load_classifier` rebuild a pruned or quantized architecture before loading its safetensors.
+Importing `pruning` or `quantization` registers all of its methods and their restorers; this
+`__init__` imports neither, so importing the leaf `steps` stays cheap and cycle-free.
 """
-
-from hate_compress.compress import (  # noqa: F401
-    onnx_export,
-    pruning,
-    pruning_structured,
-    quantization,
-)

@@ -15,7 +15,7 @@ import itertools
 import logging
 
 from hate_compress.artifacts import export_classifier
-from hate_compress.compress.onnx_export import OnnxClassifier, teacher_reference
+from hate_compress.compress.quantization.onnx import OnnxClassifier, teacher_reference
 from hate_compress.measure.evaluate import example_batch, latencies
 from hate_compress.models.classifier import is_text_level, predict_logits
 from hate_compress.stages.common import model_card, plain

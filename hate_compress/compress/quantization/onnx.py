@@ -39,7 +39,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from hate_compress.compress.quantization import Quantizer, _batch_inputs, register_quantizer
+from hate_compress.compress.quantization.base import Quantizer, batch_inputs, register_quantizer
 from hate_compress.compress.steps import compression_log
 from hate_compress.errors import ConfigError, HateCompressError
 from hate_compress.models.outputs import ModelOutputs
@@ -174,7 +174,7 @@ def calibration_reader(batches: Iterable[Mapping], input_key: str):
 
     feeds = []
     for batch in batches:
-        ids, mask = _batch_inputs(batch, input_key)
+        ids, mask = batch_inputs(batch, input_key)
         feeds.append({"input_ids": ids.numpy().astype("int64"),
                       "attention_mask": mask.numpy().astype("int64")})
 
@@ -257,7 +257,7 @@ class OnnxQuantizer(Quantizer):
 
     def apply(self, model, targets, opts, calibration, input_key):
         raise ConfigError(f"quant.method={self.name} produces an ONNX Runtime model, not a torch "
-                          "module: use hate_compress.compress.onnx_export.export_classifier")
+                          "module: use hate_compress.artifacts.export_classifier")
 
     def convert(self, fp32: Path, dst: Path, opts: dict, calibration: list, input_key: str) -> dict:
         """Write the shipped graph to `dst` from the fp32 export; returns details to record."""

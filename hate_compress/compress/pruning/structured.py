@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from hate_compress.compress.masks import make_permanent
+from hate_compress.compress.pruning.masks import make_permanent
 from hate_compress.compress.steps import Restorer, record_compression, register_restorer
 from hate_compress.errors import ConfigError, ModelLoadError
 
