@@ -64,7 +64,8 @@ def main() -> None:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         summary = (run_dir / "summary.md").read_text()
         headers, rows = markdown_rows(summary)
-        split = summary.splitlines()[0].removeprefix("quality on ").strip()
+        first = summary.splitlines()[0]  # summary_table starts with "quality on <split>"
+        split = first.removeprefix("quality on ").strip() if first.startswith("quality on ") else None
         record.write({
             "experiment": args.experiment, "data": data, "pipeline_command": shlex.join(cmd),
             "run_dir": str(run_dir.relative_to(ROOT)), "split": split, "headers": headers,

@@ -157,14 +157,15 @@ def profile_kd(r: dict) -> str:
 
 
 def pipeline_run(r: dict) -> str:
-    out = markdown(r["headers"], r["rows"])
+    notes = [f"Quality on {r['split']}."] if r.get("split") else []
     if r.get("targets"):
-        targets = "; ".join(f"{name} {cell(t['value'])} vs {t['target']} -> "
-                            f"{'met' if t['met'] else '**MISSED**'}" for name, t in r["targets"].items())
-        out += f"\n\nQuality on {r['split']}. Targets: {targets}."
+        notes.append("Targets: " + "; ".join(
+            f"{name} {cell(t['value'])} vs {t['target']} -> {'met' if t['met'] else '**MISSED**'}"
+            for name, t in r["targets"].items()) + ".")
     if r.get("stage_seconds"):
-        out += " Stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in r["stage_seconds"].items()) + "."
-    return out
+        notes.append("Stage seconds: " + ", ".join(f"{k} {v:.0f}" for k, v in r["stage_seconds"].items()) + ".")
+    table = markdown(r["headers"], r["rows"])
+    return table + ("\n\n" + " ".join(notes) if notes else "")
 
 
 def kd_ablation(r: dict) -> str:
