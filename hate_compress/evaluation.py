@@ -25,7 +25,7 @@ from hate_compress.compress.measure import (
 )
 from hate_compress.kd.text_teacher import is_text_level
 from hate_compress.metrics import classification_metrics
-from hate_compress.models.classifier import predict_logits
+from hate_compress.models.classifier import home_device, predict_logits
 from hate_compress.run import Run, Trained
 from hate_compress.storage import READ_ONLY_ERRNOS, writing
 
@@ -36,11 +36,22 @@ def eval_splits(run: Run) -> list[str]:
     return ["dev", "test"] if run.data.has_test else ["dev"]
 
 
+def scoring_device(run: Run, trained: Trained) -> torch.device | None:
+    """Where a stage's model is scored: the training device (its GPU, when training ran on one),
+    except quantized models, which are CPU deployment artifacts (int8 kernels are CPU ones);
+    None = where the model is (the CPU)."""
+    if trained.name == "quantized" or getattr(trained.model, "runtime", "torch") != "torch":
+        return None
+    device = distributed.training_device(run.cfg.trainer)
+    return None if device.type == "cpu" else device
+
+
 def split_logits(run: Run, trained: Trained, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     if is_text_level(trained.model):  # char_ngram / ensemble teachers read the raw texts
         return (trained.model.predict_texts(run.data.texts(split)),
                 torch.as_tensor(run.data.labels(split)))
-    return predict_logits(trained.model, run.data.dataloader(split), trained.key)
+    return predict_logits(trained.model, run.data.dataloader(split), trained.key,
+                          device=scoring_device(run, trained))
 
 
 def score(run: Run, trained: Trained, teacher_logits: dict[str, torch.Tensor] | None = None):
@@ -84,19 +95,23 @@ def footprint(run: Run, trained: Trained) -> dict[str, Any]:
     return values
 
 
-def latencies(run: Run, trained: Trained) -> dict[str, float]:
+def latencies(run: Run, trained: Trained) -> dict[str, float | str]:
+    """CPU latency, whatever device training used: CPU is the deployment target these
+    numbers compare on (`latency_device` says so in metrics.json)."""
     m = run.cfg.measure
     if not m.latency:
         return {}
     threads = list(m.threads) if isinstance(m.threads, (list, ListConfig)) else int(m.threads)
     if is_text_level(trained.model):
-        return text_latency_threads(trained.model, dev_texts(run, max(m.batch_sizes)), threads,
-                                    batch_sizes=tuple(m.batch_sizes), runs=m.runs,
-                                    warmup=m.warmup)
-    return measure_latency_threads(
+        return {**text_latency_threads(trained.model, dev_texts(run, max(m.batch_sizes)), threads,
+                                       batch_sizes=tuple(m.batch_sizes), runs=m.runs,
+                                       warmup=m.warmup), "latency_device": "cpu"}
+    if home_device(trained.model).type != "cpu":
+        trained.model.cpu()
+    return {**measure_latency_threads(
         trained.model, example_batch(run, trained, max(m.batch_sizes)), threads,
         batch_sizes=tuple(m.batch_sizes), runs=m.runs, warmup=m.warmup,
-    )
+    ), "latency_device": "cpu"}
 
 
 def speedups(reference: dict[str, Any], values: dict[str, Any], name: str = "speedup") -> dict:
