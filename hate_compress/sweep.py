@@ -59,7 +59,7 @@ HEARTBEAT_ATTR = "hate_compress:heartbeat"
 SEARCH_KEYS = {
     "name", "study_name", "storage", "n_trials", "seed", "direction", "metric", "pruner", "params",
     "heartbeat_interval", "grace_period", "max_retry", "max_consecutive_failures", "poll_interval",
-    "seeds_per_trial",
+    "seeds_per_trial", "worker",
 }
 PRUNER_KEYS = {"type", "n_startup_trials", "n_warmup_steps", "lower", "upper"}
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"},
@@ -73,7 +73,7 @@ NEUTRAL_KEYS = ("paths", "run_name", "resume", "logger", "trainer.enable_progres
                 "data.dev_file", "data.test_file")
 SEARCH_NEUTRAL = ("name", "study_name", "storage", "n_trials", "seed", "pruner", "metric",
                   "heartbeat_interval", "grace_period", "max_retry", "max_consecutive_failures",
-                  "poll_interval")
+                  "poll_interval", "worker")
 
 
 # ---------------------------------------------------------------------------------------------
