@@ -198,6 +198,17 @@ def rank_zero_first(fn: Callable[[], T]) -> T:
     return fn()
 
 
+def training_device(trainer: Mapping[str, Any],
+                    cuda_available: Callable[[], bool] | None = None) -> torch.device:
+    """The device this process trains on: its GPU (`cuda:<local rank>`) when the trainer uses
+    GPUs and CUDA is there, else the CPU. Work outside `fit` that should run where training
+    runs (the teacher-output cache, scoring after a stage) goes there; CPU latency never does."""
+    accelerator = str(trainer.get("accelerator", "cpu"))
+    if accelerator in ("gpu", "cuda", "auto") and (cuda_available or torch.cuda.is_available)():
+        return torch.device("cuda", local_rank())
+    return torch.device("cpu")
+
+
 # --------------------------------------------------------------------------- launch checks
 
 # Lightning strategies whose extra processes are started by rerunning the command at the first

@@ -214,7 +214,11 @@ def _check_trainer(cfg: DictConfig) -> None:
         if key not in accepted:
             raise ConfigError(f"trainer.{key} is not a Lightning Trainer argument")
     from hate_compress.distributed import launch_problem
+    from hate_compress.training.fsdp import check_fsdp
 
-    problem = launch_problem(OmegaConf.to_container(cfg.trainer, resolve=True))
+    trainer = OmegaConf.to_container(cfg.trainer, resolve=True)
+    prune = OmegaConf.to_container(cfg.prune, resolve=True) if cfg.get("prune") else None
+    check_fsdp(trainer, prune, list(cfg.stages))
+    problem = launch_problem(trainer)
     if problem:
         raise ConfigError(problem)

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from hate_compress.data.tokenization import tokenizer_config
-from hate_compress.models.classifier import HateClassifier, pool
+from hate_compress.models.classifier import HateClassifier, home_device, pool
 from hate_compress.models.outputs import ModelOutputs
 from hate_compress.storage import CACHE_KEY, writing
 
@@ -112,7 +112,10 @@ class CachedTeacher:
         path: Path,
         *,
         pooling: str | None,
+        device: torch.device | None = None,
     ) -> CachedTeacher:
+        """Load the cache at `path`, or compute it (on `device`, the training GPU, when given:
+        a base-size teacher over the train set is the slow part of a KD run on CPU)."""
         path = Path(path)
         if path.exists():
             cached = cls(load_file(str(path)))
@@ -122,22 +125,38 @@ class CachedTeacher:
             log.warning("teacher outputs: %s does not match the splits' sizes; recomputing", path)
         log.info("teacher outputs: computing once for %s -> %s", ", ".join(loaders), path)
         freeze(teacher)
+        home = home_device(teacher)
+        device = device or home
+        teacher.to(device)
+        try:
+            tensors = cls._compute(teacher, loaders, key, pooling, device)
+        finally:
+            teacher.to(home)
+        tmp = path.with_suffix(f".tmp{os.getpid()}")  # parallel workers never share a temp file
+        with writing(path.parent, CACHE_KEY):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file(tensors, str(tmp))
+            tmp.replace(path)
+        return cls(tensors)
+
+    @staticmethod
+    def _compute(teacher: HateClassifier, loaders: dict[str, object], key: str,
+                 pooling: str | None, device: torch.device) -> dict[str, Tensor]:
         tensors: dict[str, Tensor] = {}
         for split, loader in loaders.items():
             logits, head, pooled, order = [], [], [], []
             with torch.no_grad():
                 for batch in loader:
                     inputs = batch["inputs"][key]
-                    out = teacher(inputs["input_ids"], inputs["attention_mask"],
-                                  output_hidden_states=pooling is not None)
-                    logits.append(out.logits.float())
-                    head.append(out.pooled.float())
+                    ids, mask = inputs["input_ids"].to(device), inputs["attention_mask"].to(device)
+                    out = teacher(ids, mask, output_hidden_states=pooling is not None)
+                    logits.append(out.logits.float().cpu())
+                    head.append(out.pooled.float().cpu())
                     order.append(batch["idx"])
                     if pooling is not None:
                         pooled.append(torch.stack(
-                            [pool(h, inputs["attention_mask"], pooling) for h in out.hidden_states],
-                            dim=1,
-                        ).float())
+                            [pool(h, mask, pooling) for h in out.hidden_states], dim=1,
+                        ).float().cpu())
             idx = torch.cat(order)
             inverse = torch.empty_like(idx)
             inverse[idx] = torch.arange(len(idx))
@@ -145,12 +164,7 @@ class CachedTeacher:
             tensors[f"{split}.head"] = torch.cat(head)[inverse].contiguous()
             if pooling is not None:
                 tensors[f"{split}.pooled"] = torch.cat(pooled)[inverse].contiguous()
-        tmp = path.with_suffix(f".tmp{os.getpid()}")  # parallel workers never share a temp file
-        with writing(path.parent, CACHE_KEY):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file(tensors, str(tmp))
-            tmp.replace(path)
-        return cls(tensors)
+        return tensors
 
     def matches(self, sizes: dict[str, int]) -> bool:
         """One row per example of every split (a second line of defence behind the key)."""

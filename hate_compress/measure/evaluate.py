@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from omegaconf import ListConfig
 
+from hate_compress import distributed
 from hate_compress.measure.footprint import (
     artifact_size_mb,
     count_parameters,
@@ -24,18 +25,29 @@ from hate_compress.measure.footprint import (
     text_latency_threads,
 )
 from hate_compress.measure.quality import classification_metrics
-from hate_compress.models.classifier import is_text_level, predict_logits
+from hate_compress.models.classifier import home_device, is_text_level, predict_logits
 
 
 def eval_splits(run) -> list[str]:
     return ["dev", "test"] if run.data.has_test else ["dev"]
 
 
+def scoring_device(run, trained) -> torch.device | None:
+    """Where a stage's model is scored: the training device (its GPU, when training ran on one),
+    except quantized models, which are CPU deployment artifacts (int8 kernels are CPU ones);
+    None = where the model is (the CPU)."""
+    if trained.name == "quantized" or getattr(trained.model, "runtime", "torch") != "torch":
+        return None
+    device = distributed.training_device(run.cfg.trainer)
+    return None if device.type == "cpu" else device
+
+
 def split_logits(run, trained, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     if is_text_level(trained.model):  # char_ngram / ensemble teachers read the raw texts
         return (trained.model.predict_texts(run.data.texts(split)),
                 torch.as_tensor(run.data.labels(split)))
-    return predict_logits(trained.model, run.data.dataloader(split), trained.key)
+    return predict_logits(trained.model, run.data.dataloader(split), trained.key,
+                          device=scoring_device(run, trained))
 
 
 def score(run, trained, teacher_logits: dict[str, torch.Tensor] | None = None):
@@ -79,19 +91,23 @@ def footprint(run, trained) -> dict[str, Any]:
     return values
 
 
-def latencies(run, trained) -> dict[str, float]:
+def latencies(run, trained) -> dict[str, float | str]:
+    """CPU latency, whatever device training used: CPU is the deployment target these
+    numbers compare on (`latency_device` says so in metrics.json)."""
     m = run.cfg.measure
     if not m.latency:
         return {}
     threads = list(m.threads) if isinstance(m.threads, (list, ListConfig)) else int(m.threads)
     if is_text_level(trained.model):
-        return text_latency_threads(trained.model, dev_texts(run, max(m.batch_sizes)), threads,
-                                    batch_sizes=tuple(m.batch_sizes), runs=m.runs,
-                                    warmup=m.warmup)
-    return measure_latency_threads(
+        return {**text_latency_threads(trained.model, dev_texts(run, max(m.batch_sizes)), threads,
+                                       batch_sizes=tuple(m.batch_sizes), runs=m.runs,
+                                       warmup=m.warmup), "latency_device": "cpu"}
+    if home_device(trained.model).type != "cpu":
+        trained.model.cpu()
+    return {**measure_latency_threads(
         trained.model, example_batch(run, trained, max(m.batch_sizes)), threads,
         batch_sizes=tuple(m.batch_sizes), runs=m.runs, warmup=m.warmup,
-    )
+    ), "latency_device": "cpu"}
 
 
 def speedups(reference: dict[str, Any], values: dict[str, Any], name: str = "speedup") -> dict:

@@ -94,18 +94,38 @@ class HateClassifier(nn.Module):
             setter("eager")
 
 
-def predict_logits(model: nn.Module, dataloader, key: str) -> tuple[Tensor, Tensor]:
-    """Logits and labels over a whole dataloader, in order (eval mode, no grad)."""
+def home_device(model) -> torch.device:
+    """Where `model`'s weights are (CPU for a model without parameters)."""
+    params = getattr(model, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    return first.device if first is not None else torch.device("cpu")
+
+
+def predict_logits(model: nn.Module, dataloader, key: str,
+                   device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """Logits and labels over a whole dataloader, in order (eval mode, no grad), on CPU.
+
+    `device` (the training GPU): the model runs there for the pass and goes back afterwards."""
     was_training = model.training
     model.eval()
+    home = home_device(model)
+    if device is not None:
+        model.to(device)
     logits, labels = [], []
-    with torch.inference_mode():
-        for batch in dataloader:
-            inputs = batch["inputs"][key]
-            out = model(inputs["input_ids"], inputs["attention_mask"])
-            logits.append(out.logits.float())
-            labels.append(batch["labels"])
-    model.train(was_training)
+    try:
+        with torch.inference_mode():
+            for batch in dataloader:
+                inputs = batch["inputs"][key]
+                ids, mask = inputs["input_ids"], inputs["attention_mask"]
+                if device is not None:
+                    ids, mask = ids.to(device), mask.to(device)
+                out = model(ids, mask)
+                logits.append(out.logits.float().cpu())
+                labels.append(batch["labels"])
+    finally:
+        if device is not None:
+            model.to(home)
+        model.train(was_training)
     return torch.cat(logits), torch.cat(labels)
 
 

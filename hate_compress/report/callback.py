@@ -34,7 +34,7 @@ class MultirunReportCallback(_HydraCallback):
         self.enabled = enabled
 
     def on_multirun_end(self, config, **kwargs: Any) -> None:
-        if not self.enabled:
+        if not self.enabled or config.get("hparams_search"):  # a study writes its own outputs
             return
         try:
             sweep_dir = Path(str(config.hydra.sweep.dir))

@@ -19,6 +19,7 @@ from hate_compress.models.backbone import build_backbone
 from hate_compress.models.classifier import HateClassifier
 from hate_compress.stages.state import Run, Trained
 from hate_compress.storage import OUTPUT_KEY, writing
+from hate_compress.training.fsdp import plain_after_fit, plain_copy
 from hate_compress.training.module import ClassifierModule, build_optimizer
 from hate_compress.training.trainer import load_best_weights, make_trainer, resume_path
 
@@ -120,6 +121,7 @@ def fit(
                            callbacks=[*callbacks, *run.callbacks.get(stage, [])])
     log.info("[%s] training %s for %d epoch(s) on %d examples", stage, trained.name,
              trainer.max_epochs, run.data.split_sizes["train"])
+    unwrapped = plain_copy(trained.model, trainer.strategy)  # FSDP wraps blocks in place
     try:
         with writing(stage_dir, OUTPUT_KEY):  # checkpoints and logs: a full disk is one line
             trainer.fit(module, datamodule=run.data,
@@ -128,7 +130,9 @@ def fit(
         if trainer.interrupted:  # Lightning turns Ctrl-C into sys.exit(1) after its shutdown
             raise KeyboardInterrupt from None
         raise
-    if trainer.checkpoint_callback is not None and not callbacks:
+    if unwrapped is not None:  # continue with a plain model holding the fit's weights
+        trained.model = module.model = plain_after_fit(unwrapped, trainer, last=bool(callbacks))
+    elif trainer.checkpoint_callback is not None and not callbacks:
         # compression callbacks change the architecture mid-fit; keep their final weights
         load_best_weights(module, trainer)
     return module

@@ -69,8 +69,9 @@ def teacher_source(run: Run, loss, shared: bool) -> TeacherSource:
                       teacher.tokenizer, pooling)
     loaders = {split: run.data.dataloader(split) for split in CACHED_SPLITS}
     path = Path(run.cfg.paths.cache_dir) / "teacher_outputs" / f"{key}.safetensors"
+    device = distributed.training_device(run.cfg.trainer)  # the GPU when training on one
     cache = distributed.rank_zero_first(lambda: CachedTeacher.build(
-        teacher.model, loaders, teacher.key, path, pooling=pooling))
+        teacher.model, loaders, teacher.key, path, pooling=pooling, device=device))
     return TeacherSource(live, cache)
 
 

@@ -21,7 +21,7 @@ from hate_compress.validation import validate_config
 SEARCH_KEYS = {
     "name", "study_name", "storage", "n_trials", "seed", "direction", "metric", "pruner", "params",
     "heartbeat_interval", "grace_period", "max_retry", "max_consecutive_failures", "poll_interval",
-    "seeds_per_trial",
+    "seeds_per_trial", "worker",
 }
 PRUNER_KEYS = {"type", "n_startup_trials", "n_warmup_steps", "lower", "upper"}
 PARAM_KEYS = {"float": {"type", "low", "high", "log", "step"},

@@ -27,7 +27,7 @@ NEUTRAL_KEYS = ("paths", "run_name", "resume", "logger", "trainer.enable_progres
                 "data.dev_file", "data.test_file")
 SEARCH_NEUTRAL = ("name", "study_name", "storage", "n_trials", "seed", "pruner", "metric",
                   "heartbeat_interval", "grace_period", "max_retry", "max_consecutive_failures",
-                  "poll_interval")
+                  "poll_interval", "worker")
 
 
 def masked(url: str) -> str:
