@@ -14,16 +14,16 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hate_compress.pipeline.runner import make_data
-from hate_compress.measure.evaluate import latencies, scoring_device
-from hate_compress.stages.state import Run, Trained
 from safetensors.torch import load_file
 from torch import nn
 
 from hate_compress import distributed
 from hate_compress.kd.teacher import CachedTeacher
+from hate_compress.measure.evaluate import latencies, scoring_device
 from hate_compress.models.classifier import predict_logits
+from hate_compress.pipeline.runner import make_data
 from hate_compress.stages.common import build_classifier
+from hate_compress.stages.state import Run, Trained
 
 META = torch.device("meta")
 

@@ -13,15 +13,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from hate_compress.pipeline.runner import make_data
-from hate_compress.stages.state import Run
 from hydra.utils import instantiate
 from lightning.pytorch.strategies import FSDPStrategy
 from torch.distributed.fsdp.wrap import ModuleWrapPolicy
 from transformers.models.bert.modeling_bert import BertLayer
 
 from hate_compress.errors import ConfigError
+from hate_compress.pipeline.runner import make_data
 from hate_compress.stages.common import build_classifier
+from hate_compress.stages.state import Run
 from hate_compress.stages.teacher import teacher_key
 from hate_compress.training.fsdp import plain_after_fit
 from hate_compress.validation import validate_config
