@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Callable, Mapping
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
@@ -39,9 +40,13 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# the gloo group barriers and object broadcasts use when the default group is NCCL (NCCL needs
-# every object on the right GPU; the pipeline's coordination is CPU-side)
+# The gloo group the pipeline's barriers and broadcasts use: CPU-side whatever the training
+# backend (NCCL wants every object on the right GPU), and with a long timeout, because the other
+# ranks wait while rank 0 works alone: measuring (explanations, latency) or queueing on the
+# teacher store's lock while another job trains that teacher — hours, not the 30 minutes after
+# which the default group would abort the run.
 _GROUP: Any = None
+COORDINATION_TIMEOUT = timedelta(hours=24)
 # > 0 while rank 0 runs a function on its own (`on_rank_zero`): the other ranks are waiting for
 # its result, so helpers called inside it (saving a model inside storing a teacher) must not
 # start collectives of their own
@@ -116,7 +121,7 @@ def setup(backend: str = "gloo") -> bool:
         if backend == "nccl":
             torch.cuda.set_device(env.local_rank())
         dist.init_process_group(backend, rank=env.global_rank(), world_size=env.world_size())
-        _GROUP = dist.new_group(backend="gloo") if backend != "gloo" else None
+        _GROUP = dist.new_group(backend="gloo", timeout=COORDINATION_TIMEOUT)
         log.info("distributed: rank %d of %d (%s, %s)", env.global_rank(), env.world_size(),
                  type(env).__name__, backend)
     if is_distributed() and not is_rank_zero():

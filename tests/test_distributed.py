@@ -111,6 +111,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
             fh.write(json.dumps({"what": what, "t": time.monotonic()}) + "\n")
 
     assert distributed.setup("gloo") is True
+    assert distributed._GROUP is not None  # the coordination group (long timeout)
     target = out_dir / "made_by_rank0.txt"
 
     def load_or_create() -> str:

@@ -136,7 +136,8 @@ def test_onnx_int8_stage_parity_and_metrics(onnx_run):
                 "speedup_vs_teacher_ort_b1", "speedup_vs_teacher_ort_b4_t2"):
         assert quant[key] > 0, key
     assert set(quant["teacher_ort"]) == {"latency_ms_b1", "latency_ms_b4", "latency_ms_b1_t2",
-                                         "latency_ms_b4_t2"}
+                                         "latency_ms_b4_t2", "latency_device"}
+    assert quant["latency_device"] == quant["teacher_ort"]["latency_device"] == "cpu"
     # the teacher's ONNX reference is cached by its weights
     assert len(list((tmp / "cache" / "onnx_teacher").glob("*/model.onnx"))) == 1
     table = summary_table(metrics)
