@@ -227,7 +227,7 @@ def make_setup(
     cfg = compose(base)
     data_cfg = OmegaConf.to_container(cfg.data, resolve=True)
     data_cfg.pop("_target_")
-    datamodule = FixedLengthDataModule(**data_cfg)  # == app.make_data, with the fixed-length collate
+    datamodule = FixedLengthDataModule(**data_cfg)  # == pipeline.runner.make_data, with the fixed-length collate
     datamodule.fixed_length = fixed_length
     datamodule.setup()
     pl.seed_everything(SEED, workers=True, verbose=False)
