@@ -179,7 +179,36 @@ def aggregate(cells: dict[str, dict[int, dict]], order: list[str]) -> dict:
 
 
 def collect(out_root: Path, order: list[str], seeds: list[int]) -> dict[str, dict[int, dict]]:
-    return {name: {s: read_cell(run_dir(out_root, name, s)) for s in seeds} for name in order}
+    """Every cell under `out_root`: the planned variants and seeds, plus any other finished by
+    another invocation into the same directory (two runs filling one table write the same view)."""
+    found = {(p.parent.name, int(p.name.split("_", 1)[1]))
+             for p in (out_root / "runs").glob("*/seed_*") if p.parent.name in VARIANTS}
+    names = [*order, *(v for v in VARIANTS if v not in order and any(f[0] == v for f in found))]
+    all_seeds = sorted({*seeds, *(s for _, s in found)})
+    return {name: {s: read_cell(run_dir(out_root, name, s)) for s in all_seeds} for name in names}
+
+
+def claim(path: Path) -> Path | None:
+    """A lock beside the cell's run directory, so two invocations never run one cell at once;
+    None when a live process holds it (a stale lock of a dead process is taken over)."""
+    lock = path.parent / f"{path.name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                os.kill(int(lock.read_text() or 0), 0)
+                return None  # held by a live process
+            except (ProcessLookupError, ValueError):
+                lock.unlink(missing_ok=True)
+                continue
+            except PermissionError:
+                return None
+        with os.fdopen(fd, "w") as fh:
+            fh.write(str(os.getpid()))
+        return lock
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -213,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     def write() -> None:
-        result = aggregate(collect(out_root, order, seeds), order)
+        cells = collect(out_root, order, seeds)
+        result = aggregate(cells, list(cells))
         result.update({"data": args.data, "planned_seeds": seeds, "teacher_seed": TEACHER_SEED,
                        "overrides": args.overrides, "store": str(store.relative_to(ROOT) if store.is_relative_to(ROOT) else store),
                        "cell_commands": commands})
@@ -231,10 +261,17 @@ def main(argv: list[str] | None = None) -> int:
                 if done and done["status"] == "ok":
                     print(f"[{v} seed {seed}] done already ({path})", flush=True)
                     continue
+                lock = claim(path)
+                if lock is None:
+                    print(f"[{v} seed {seed}] running in another process; skipped", flush=True)
+                    continue
                 cmd = cell_command(VARIANTS[v], args.data, seed, store, out_root, args.overrides)
                 print(f"\n[{v} seed {seed}] $ {display(cmd)}", flush=True)
                 start = time.perf_counter()
-                proc = subprocess.run(cmd, cwd=ROOT, env=env)
+                try:
+                    proc = subprocess.run(cmd, cwd=ROOT, env=env)
+                finally:
+                    lock.unlink(missing_ok=True)
                 print(f"[{v} seed {seed}] exit {proc.returncode} after "
                       f"{time.perf_counter() - start:.0f} s", flush=True)
                 failures += proc.returncode != 0

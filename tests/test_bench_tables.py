@@ -178,8 +178,10 @@ def test_kd_variants_record_renders_from_the_cells_run_dirs(tmp_path):
     running = kv.run_dir(tmp_path, "assistant", 2)
     running.mkdir(parents=True)
     (running / "metrics.json").write_text(json.dumps({"run": {"status": "running"}}))
-    order = ["none", "ensemble", "char_ngram", "assistant", "mutual"]
-    result = kv.aggregate(kv.collect(tmp_path, order, [1, 2, 3]), order)
+    order = ["none", "ensemble", "char_ngram", "assistant"]  # mutual: found on disk, still shown
+    cells = kv.collect(tmp_path, order, [1, 2])  # seed 3: finished by another invocation
+    assert list(cells) == [*order, "mutual"] and list(cells["none"]) == [1, 2, 3]
+    result = kv.aggregate(cells, list(cells))
     assert result["baseline_macro_f1"] == 0.6930 and result["baseline_values_agree"]
     result.update({"planned_seeds": [1, 2, 3], "teacher_seed": 42})
     out = kd_variants(result)
@@ -192,6 +194,9 @@ def test_kd_variants_record_renders_from_the_cells_run_dirs(tmp_path):
     assert "Assistant (3x192) seed 1: test macro F1 0.6550" in out
     assert "Mutual peers seed 1: test macro F1 0.6400 / 0.6200" in out
     assert "Failed cells" not in out
+    lock = kv.claim(running)
+    assert lock is not None and kv.claim(running) is None  # one cell, one process at a time
+    lock.unlink()
     cmd = kv.cell_command(kv.VARIANTS["ensemble"], "germeval_coarse", 1, tmp_path / "store", tmp_path, [])
     assert "teacher=ensemble" in cmd and "+teacher.member_overrides.char_ngram.seed=42" in cmd
     assert "teacher.seed=42" in cmd and "seed=1" in cmd and "measure.latency=false" in cmd
