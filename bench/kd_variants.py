@@ -183,7 +183,7 @@ def collect(out_root: Path, order: list[str], seeds: list[int]) -> dict[str, dic
     another invocation into the same directory (two runs filling one table write the same view)."""
     found = {(p.parent.name, int(p.name.split("_", 1)[1]))
              for p in (out_root / "runs").glob("*/seed_*") if p.parent.name in VARIANTS}
-    names = [*order, *(v for v in VARIANTS if v not in order and any(f[0] == v for f in found))]
+    names = [v for v in VARIANTS if v in order or any(f[0] == v for f in found)]  # fixed order
     all_seeds = sorted({*seeds, *(s for _, s in found)})
     return {name: {s: read_cell(run_dir(out_root, name, s)) for s in all_seeds} for name in names}
 

@@ -180,7 +180,7 @@ def test_kd_variants_record_renders_from_the_cells_run_dirs(tmp_path):
     (running / "metrics.json").write_text(json.dumps({"run": {"status": "running"}}))
     order = ["none", "ensemble", "char_ngram", "assistant"]  # mutual: found on disk, still shown
     cells = kv.collect(tmp_path, order, [1, 2])  # seed 3: finished by another invocation
-    assert list(cells) == [*order, "mutual"] and list(cells["none"]) == [1, 2, 3]
+    assert list(cells) == ["none", "char_ngram", "ensemble", "assistant", "mutual"] and list(cells["none"]) == [1, 2, 3]
     result = kv.aggregate(cells, list(cells))
     assert result["baseline_macro_f1"] == 0.6930 and result["baseline_values_agree"]
     result.update({"planned_seeds": [1, 2, 3], "teacher_seed": 42})
