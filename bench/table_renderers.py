@@ -177,6 +177,44 @@ def kd_ablation(r: dict) -> str:
                             "dev macro F1", f"agreement ({split})"], rows)
 
 
+
+def kd_variants(r: dict) -> str:
+    """bench/kd_variants.py: one row per KD variant, mean ± std over the finished seeds, the
+    gain over the label-only row and the gap to the char_ngram baseline (both in F1 points)."""
+    split, base = r["split"], r.get("baseline_macro_f1")
+    ref = next((x for x in r["rows"] if x["variant"] == "none" and x.get("macro_f1")), None)
+    rows = []
+    for x in r["rows"]:
+        if not x.get("macro_f1"):
+            rows.append([x["label"], 0, "not run yet", "-", "-", "-", "-", "-", "-"])
+            continue
+        f1 = x["macro_f1"]
+        gain = "-" if ref is None or x is ref else f"{100 * (f1['mean'] - ref['macro_f1']['mean']):+.1f}"
+        gap = "-" if base is None else f"{100 * (f1['mean'] - base):+.1f}"
+        rows.append([x["label"], f1["n"], mean_sd(f1), gain, gap,
+                     mean_sd(x["agreement"]) if x.get("agreement") else "-",
+                     mean_sd(x["dev_macro_f1"]), x["teacher"], cell(x["teacher_macro_f1"])])
+    out = markdown(["variant", "seeds", f"{split} macro F1 (mean ± std)", "vs labels only (points)",
+                    "vs baseline (points)", f"agreement with its teacher ({split})",
+                    "dev macro F1", "teacher", f"teacher {split} macro F1"], rows)
+    notes = [f"char_ngram baseline (TF-IDF + logistic regression): {split} macro F1 "
+             + ("-" if base is None else f"**{base:.4f}**") + "."]
+    seeds = sorted({s for x in r["rows"] for s in x["seeds"]}, key=int)
+    notes.append(f"Student seeds finished: {', '.join(map(str, seeds)) or 'none'} "
+                 f"(planned {', '.join(map(str, r['planned_seeds']))}); teacher seed {r['teacher_seed']}.")
+    failed = [f"{x['variant']} seed {s}" for x in r["rows"] for s in x.get("failed", {})]
+    if failed:
+        notes.append("Failed cells: " + ", ".join(failed) + ".")
+    for x in r["rows"]:
+        for s, c in x["runs"].items():
+            if "assistant_test_macro_f1" in c:
+                notes.append(f"Assistant (3x192) seed {s}: {split} macro F1 "
+                             f"{c['assistant_test_macro_f1']:.4f}.")
+            if "peer_test_macro_f1" in c:
+                notes.append(f"Mutual peers seed {s}: {split} macro F1 "
+                             + " / ".join(f"{v:.4f}" for v in c["peer_test_macro_f1"]) + ".")
+    return out + "\n\n" + " ".join(notes)
+
 MATRIX_COLUMNS = (("model", "label"), ("kd", "kd"), ("stage", "stage"), ("status", "status"),
                   ("macro F1", "macro_f1"), ("hate F1", "hate_f1"), ("agreement", "agreement"),
                   ("F1 retention", "f1_retention"), ("speedup b1", "speedup_b1"),
@@ -237,3 +275,7 @@ table("onnx_germeval", ["full_pipeline_germeval_coarse_threads"],
       pipeline_run)
 table("latency_realistic", ["latency_realistic"],
       "python bench/latency_realistic.py --runs 3 --warmup 1", latency_realistic)
+table("kd_variants_germeval", ["kd_variants_germeval_coarse"],
+      "python bench/kd_variants.py --data germeval_coarse --seeds 1,2,3", kd_variants)
+table("kd_variants_bengali", ["kd_variants_bengali_hate_v2"],
+      "python bench/kd_variants.py --data bengali_hate_v2 --seeds 1,2,3", kd_variants)

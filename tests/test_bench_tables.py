@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench import results_io, tables
-from bench.table_renderers import TABLES, kd_ablation, latency_realistic, pipeline_run
+from bench.table_renderers import TABLES, kd_ablation, kd_variants, latency_realistic, pipeline_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,6 +153,53 @@ def test_kd_table_record_renders():
     assert "| logit | 3 | 0.6200 ± 0.0100 | 0.5200 ± 0.0100 |" in out
     assert "test hate F1" in out and "0.6400" in out
 
+
+
+def test_kd_variants_record_renders_from_the_cells_run_dirs(tmp_path):
+    """bench/kd_variants.py reads each cell's metrics.json (assistant and mutual rows included),
+    aggregates, and the renderer shows mean ± std, the gain over labels only and the baseline gap;
+    an unfinished cell is left out, a variant with none shows as not run."""
+    from bench import kd_variants as kv
+
+    def cell(variant, seed, f1, **extra):
+        split = {"macro_f1": f1, "agreement": 0.8}
+        metrics = {"run": {"status": "ok", "seed": seed, "teacher": "ensemble"},
+                   "teacher": {"test": {"macro_f1": 0.70}}, "kd": {"test": split, "dev": {"macro_f1": f1 + 0.05}},
+                   "baseline": {"test": {"macro_f1": 0.6930}}, **extra}
+        path = kv.run_dir(tmp_path, variant, seed)
+        path.mkdir(parents=True)
+        (path / "metrics.json").write_text(json.dumps(metrics))
+
+    for seed in (1, 2, 3):
+        cell("none", seed, 0.63 + 0.01 * (seed - 2))
+        cell("ensemble", seed, 0.66 + 0.01 * (seed - 2))
+    cell("assistant", 1, 0.65, assistant={"test": {"macro_f1": 0.655}})
+    cell("mutual", 1, 0.64, kd_peer0={"test": {"macro_f1": 0.64}}, kd_peer1={"test": {"macro_f1": 0.62}})
+    running = kv.run_dir(tmp_path, "assistant", 2)
+    running.mkdir(parents=True)
+    (running / "metrics.json").write_text(json.dumps({"run": {"status": "running"}}))
+    order = ["none", "ensemble", "char_ngram", "assistant"]  # mutual: found on disk, still shown
+    cells = kv.collect(tmp_path, order, [1, 2])  # seed 3: finished by another invocation
+    assert list(cells) == ["none", "char_ngram", "ensemble", "assistant", "mutual"] and list(cells["none"]) == [1, 2, 3]
+    result = kv.aggregate(cells, list(cells))
+    assert result["baseline_macro_f1"] == 0.6930 and result["baseline_values_agree"]
+    result.update({"planned_seeds": [1, 2, 3], "teacher_seed": 42})
+    out = kd_variants(result)
+    assert ("| logit KD from ensemble(tiny_teacher, char_ngram) | 3 | 0.6600 ± 0.0100 | +3.0 | -3.3 "
+            "| 0.8000 ± 0.0000 | 0.7100 ± 0.0100 | ensemble | 0.7000 |") in out
+    assert "| labels only (kd=none) | 3 | 0.6300 ± 0.0100 | - | -6.3 |" in out
+    assert "| logit KD from char_ngram | 0 | not run yet |" in out
+    assert "| 1 | 0.6500 ± 0.0000 |" in out  # the assistant's one finished seed; seed 2 still running
+    assert "test macro F1 **0.6930**" in out
+    assert "Assistant (3x192) seed 1: test macro F1 0.6550" in out
+    assert "Mutual peers seed 1: test macro F1 0.6400 / 0.6200" in out
+    assert "Failed cells" not in out
+    lock = kv.claim(running)
+    assert lock is not None and kv.claim(running) is None  # one cell, one process at a time
+    lock.unlink()
+    cmd = kv.cell_command(kv.VARIANTS["ensemble"], "germeval_coarse", 1, tmp_path / "store", tmp_path, [])
+    assert "teacher=ensemble" in cmd and "+teacher.member_overrides.char_ngram.seed=42" in cmd
+    assert "teacher.seed=42" in cmd and "seed=1" in cmd and "measure.latency=false" in cmd
 
 def test_pipeline_summary_record_renders():
     from bench.compression import markdown_rows
