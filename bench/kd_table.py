@@ -9,7 +9,14 @@ Runs (or reads) a Hydra multirun and aggregates mean and spread per KD preset in
 The sweep it runs is printed and is an ordinary command:
 
     python -m hate_compress -m pipeline=teacher_kd data=<data> teacher.seed=42 \
-        kd=none,logit,multi_level seed=1,2,3 measure.latency=false
+        kd=none,logit,multi_level seed=1,2,3 measure.latency=false measure.explain=true
+
+Beside F1 and agreement it reports, per KD preset, how alike the student's reasons are to the
+teacher's (issue 14: does matching hidden states make the student reason more like the
+teacher?): the Integrated-Gradients word-attribution cosine and top-5 overlap against the
+teacher on `measure.explain_n` dev examples, and the flip rate (test examples the teacher gets
+right and the student wrong). The label-only row is the reference: a student that never saw
+the teacher.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ KDS = ("none", "logit", "multi_level")
 def sweep_command(data: str, seeds: str, extra: list[str], sweep_dir: Path) -> list[str]:
     return [sys.executable, "-m", "hate_compress", "-m", "pipeline=teacher_kd", f"data={data}",
             "teacher.seed=42", f"kd={','.join(KDS)}", f"seed={seeds}", "measure.latency=false",
+            "measure.explain=true",
             f"hydra.sweep.dir={sweep_dir}", "trainer.enable_progress_bar=false", *extra]
 
 
@@ -51,6 +59,21 @@ def collect(sweep_dirs: list[Path]) -> dict[str, list[dict]]:
 def stats(values: list[float]) -> dict:
     return {"mean": statistics.mean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
             "values": values}
+
+
+def optional_stats(values: list[float | None]) -> dict | None:
+    """Stats over the seeds that have the value (an old sweep without `measure.explain`: None)."""
+    present = [v for v in values if v is not None]
+    return stats(present) if present else None
+
+
+def reasons(stage: dict) -> dict[str, float | None]:
+    """One run's explanation similarity to the teacher and its flip rate."""
+    explain = stage.get("explain") or {}
+    ok = explain.get("status") == "ok"
+    return {"explain_cosine": explain.get("cosine_mean") if ok else None,
+            "explain_top5": explain.get("top5_overlap_mean") if ok else None,
+            "flip_rate_lost": (stage.get("forgetting") or {}).get("flip_rate_lost")}
 
 
 def aggregate(rows: dict[str, list[dict]]) -> dict:
@@ -72,6 +95,8 @@ def aggregate(rows: dict[str, list[dict]]) -> dict:
             "minority_f1": stats(minority),
             "dev_macro_f1": stats([s["dev"]["macro_f1"] for s in stage]),
             "agreement": stats([s[split]["agreement"] for s in stage]),
+            **{key: optional_stats([reasons(s)[key] for s in stage])
+               for key in ("explain_cosine", "explain_top5", "flip_rate_lost")},
         })
     return {"split": split, "minority_label": "hate F1" if hate else "lowest per-class F1",
             "teacher": {"name": any_run["run"]["teacher"],

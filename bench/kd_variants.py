@@ -17,7 +17,8 @@ it, and `measure.latency=false` (quality only). It records per variant and seed 
 test macro F1, dev macro F1 and agreement with its own teacher, their mean ± std over seeds, the
 teacher's test F1 and the char_ngram baseline's test F1 (`measure.baseline`, on for real data),
 and rewrites `bench/results/kd_variants_<data>.json` after every cell, so a run cut short still
-leaves its finished cells. A rerun skips cells whose `metrics.json` says `ok`.
+leaves its finished cells. A rerun skips cells whose `metrics.json` says `ok`, and cells the
+committed JSON already records (run directories are scratch; `--fresh` reruns those).
 
     python bench/kd_variants.py --data germeval_coarse --seeds 1,2,3
     python bench/kd_variants.py --data bengali_hate_v2 --variants none,ensemble
@@ -188,6 +189,36 @@ def collect(out_root: Path, order: list[str], seeds: list[int]) -> dict[str, dic
     return {name: {s: read_cell(run_dir(out_root, name, s)) for s in all_seeds} for name in names}
 
 
+def recorded_cells(name: str, overrides: list[str]) -> dict[str, dict[int, dict]]:
+    """The finished cells of this table's committed JSON. Run directories are scratch (not
+    committed, lost with the checkout), the JSON is not: a later invocation that adds seeds or
+    variants keeps the cells it cannot re-read from disk instead of dropping them. Only from a
+    record made with the same extra overrides (else the cells are another experiment)."""
+    try:
+        doc = results_io.read(name)
+    except (OSError, ValueError, KeyError):
+        return {}
+    results = (doc or {}).get("results", {})
+    if list(results.get("overrides") or []) != list(overrides):
+        return {}
+    return {row["variant"]: {int(s): cell for s, cell in row.get("runs", {}).items()}
+            for row in results.get("rows", []) if row.get("variant") in VARIANTS}
+
+
+def merge_recorded(cells: dict[str, dict[int, dict]], recorded: dict[str, dict[int, dict]]
+                   ) -> tuple[dict[str, dict[int, dict]], list[str]]:
+    """`cells` (read from run directories) wins; a recorded cell fills only a missing one.
+    Returns the merged cells and which ones came from the record (`variant/seed`)."""
+    merged = {name: dict(runs) for name, runs in cells.items()}
+    carried = []
+    for name in VARIANTS:  # fixed order
+        for seed, cell in sorted(recorded.get(name, {}).items()):
+            if merged.get(name, {}).get(seed) is None and cell.get("status") == "ok":
+                merged.setdefault(name, {})[seed] = cell
+                carried.append(f"{name}/{seed}")
+    return {name: merged[name] for name in VARIANTS if name in merged}, carried
+
+
 def claim(path: Path) -> Path | None:
     """A lock beside the cell's run directory, so two invocations never run one cell at once;
     None when a live process holds it (a stale lock of a dead process is taken over)."""
@@ -225,6 +256,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tag", default="", help="suffix of the result name and run directory")
     parser.add_argument("--from-dir", action="store_true",
                         help="run nothing; only collect the finished cells into the JSON")
+    parser.add_argument("--fresh", action="store_true",
+                        help="ignore the cells recorded in the committed JSON; rerun them")
     parser.add_argument("--dry-run", action="store_true", help="print the cell commands and exit")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every cell")
     args = parser.parse_args(argv)
@@ -241,9 +274,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(display(cell_command(VARIANTS[v], args.data, seed, store, out_root, args.overrides)))
         return 0
 
+    recorded = {} if args.fresh else recorded_cells(name, args.overrides)
+
     def write() -> None:
-        cells = collect(out_root, order, seeds)
+        cells, carried = merge_recorded(collect(out_root, order, seeds), recorded)
         result = aggregate(cells, list(cells))
+        result["carried_from_record"] = carried  # cells whose run directories are gone
         result.update({"data": args.data, "planned_seeds": seeds, "teacher_seed": TEACHER_SEED,
                        "overrides": args.overrides, "store": str(store.relative_to(ROOT) if store.is_relative_to(ROOT) else store),
                        "cell_commands": commands})
@@ -260,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
                 done = read_cell(path)
                 if done and done["status"] == "ok":
                     print(f"[{v} seed {seed}] done already ({path})", flush=True)
+                    continue
+                if recorded.get(v, {}).get(seed, {}).get("status") == "ok":
+                    print(f"[{v} seed {seed}] recorded already in bench/results/{name}.json "
+                          "(--fresh reruns it)", flush=True)
                     continue
                 lock = claim(path)
                 if lock is None:

@@ -50,6 +50,11 @@ STEPS = [
          ("kd_variants_germeval_coarse",)),
     Step("kd_variants_bengali", ("bench/kd_variants.py", "--data", "bengali_hate_v2", "--seeds", "1,2,3"),
          ("kd_variants_bengali_hate_v2",)),
+    # after kd_variants: the members come from its teacher store
+    Step("ensemble_teacher_germeval", ("bench/ensemble_teacher.py", "--data", "germeval_coarse"),
+         ("ensemble_teacher_germeval_coarse",)),
+    Step("ensemble_teacher_bengali", ("bench/ensemble_teacher.py", "--data", "bengali_hate_v2"),
+         ("ensemble_teacher_bengali_hate_v2",)),
     Step("kd_matrix_tiny", ("bench/kd_matrix.py",), ("kd_matrix_tiny",)),
     Step("temperature", ("bench/temperature.py",), ("temperature",)),
     Step("compression", ("bench/compression.py",),

@@ -170,11 +170,19 @@ def pipeline_run(r: dict) -> str:
 
 def kd_ablation(r: dict) -> str:
     split = r["split"]
+    reasons = ("explain_cosine", "explain_top5", "flip_rate_lost")
     rows = [[x["kd"], x["seeds"], mean_sd(x["macro_f1"]), mean_sd(x["minority_f1"]),
-             mean_sd(x["dev_macro_f1"]), mean_sd(x["agreement"])] for x in r["rows"]]
+             mean_sd(x["dev_macro_f1"]), mean_sd(x["agreement"]),
+             *(mean_sd(x[k]) if x.get(k) else "-" for k in reasons)] for x in r["rows"]]
     head = f"Teacher {r['teacher']['name']}: {split} macro F1 {r['teacher']['macro_f1']:.4f}.\n\n"
+    foot = ("\n\nexpl. cosine / top-5: Integrated-Gradients word attributions against the "
+            "teacher's on dev examples (mean over seeds of each run's mean); flip rate: share of "
+            f"the {split} examples the teacher gets right that the student gets wrong. "
+            "\"-\": not measured in this sweep (no `measure.explain=true`).")
     return head + markdown(["kd", "seeds", f"{split} macro F1", f"{split} {r['minority_label']}",
-                            "dev macro F1", f"agreement ({split})"], rows)
+                            "dev macro F1", f"agreement ({split})", "expl. cosine",
+                            "expl. top-5 overlap", "flip rate (teacher right -> wrong)"],
+                           rows) + foot
 
 
 
@@ -250,6 +258,29 @@ def latency_realistic(r: dict) -> str:
 
 # -- the registry: table name -> results, command, renderer ---------------------------------------
 
+def ensemble_teacher(r: dict) -> str:
+    """bench/ensemble_teacher.py: the ensemble teacher's own F1 per weight share, T and combine
+    mode; selected on dev, test reported; the members alone are the share-0 and share-1 rows."""
+    split = r["split"]
+    rows = [[x["combine"], "-" if x["temperature"] is None else f"{x['temperature']:g}",
+             f"{1 - x['char_ngram_share']:.2f} / {x['char_ngram_share']:.2f}",
+             x["dev_macro_f1"], x.get(f"{split}_macro_f1")] for x in r["rows"]]
+    best, default = r["best_by_dev"], r.get("default")
+
+    def describe(x: dict) -> str:
+        t = "" if x["temperature"] is None else f", T {x['temperature']:g}"
+        return (f"combine={x['combine']}{t}, weights {1 - x['char_ngram_share']:.2f} / "
+                f"{x['char_ngram_share']:.2f}: dev {x['dev_macro_f1']:.4f}, {split} "
+                f"{x.get(f'{split}_macro_f1', float('nan')):.4f}")
+
+    notes = [f"Best by dev: {describe(best)}."]
+    if default:
+        notes.append(f"Default ensemble (equal weights, probs at T {r['default_temperature']:g}): "
+                     f"{describe(default)}.")
+    return markdown(["combine", "T", "weights tiny_teacher / char_ngram", "dev macro F1",
+                     f"{split} macro F1"], rows) + "\n\n" + " ".join(notes)
+
+
 table("full_pipeline_germeval", ["full_pipeline_germeval_coarse"],
       "python bench/compression.py --data germeval_coarse", pipeline_run)
 table("full_pipeline_bengali", ["full_pipeline_bengali_hate_v2"],
@@ -279,3 +310,7 @@ table("kd_variants_germeval", ["kd_variants_germeval_coarse"],
       "python bench/kd_variants.py --data germeval_coarse --seeds 1,2,3", kd_variants)
 table("kd_variants_bengali", ["kd_variants_bengali_hate_v2"],
       "python bench/kd_variants.py --data bengali_hate_v2 --seeds 1,2,3", kd_variants)
+table("ensemble_teacher_germeval", ["ensemble_teacher_germeval_coarse"],
+      "python bench/ensemble_teacher.py --data germeval_coarse", ensemble_teacher)
+table("ensemble_teacher_bengali", ["ensemble_teacher_bengali_hate_v2"],
+      "python bench/ensemble_teacher.py --data bengali_hate_v2", ensemble_teacher)

@@ -52,3 +52,35 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
     env["HATE_COMPRESS_CACHE_DIR"] = str(tmp_path / "cache")
     env.pop("HATE_COMPRESS_DATA_DIR", None)
     return env
+
+
+def _our_logger_state() -> dict[str, tuple[int, bool]]:
+    import logging
+
+    names = ["", "hate_compress",
+             *(n for n in logging.root.manager.loggerDict if n.startswith("hate_compress."))]
+    loggers = [(n, logging.getLogger(n or None)) for n in names]
+    return {n: (lg.level, lg.disabled) for n, lg in loggers if isinstance(lg, logging.Logger)}
+
+
+_LOGGERS_AT_START = _our_logger_state()
+
+
+@pytest.fixture(autouse=True)
+def _restore_our_loggers(request):
+    """A test (or a module fixture: bench/common.py's `quiet()`) that raises our loggers' level
+    must not hide the info lines a later test asserts on: after each test, every logger of ours
+    is back to its state at session start, and a warning names the test that changed it."""
+    import logging
+    import warnings
+
+    yield
+    changed = {n: state for n, state in _our_logger_state().items()
+               if n and state != _LOGGERS_AT_START.get(n, (logging.NOTSET, False))}
+    for name in changed:
+        level, disabled = _LOGGERS_AT_START.get(name, (logging.NOTSET, False))
+        logging.getLogger(name).setLevel(level)  # setLevel also clears the loggers' level cache
+        logging.getLogger(name).disabled = disabled
+    if changed:
+        warnings.warn(f"{request.node.nodeid} (or its fixtures) changed logger levels "
+                      f"{sorted(changed)}; restored", stacklevel=1)

@@ -15,7 +15,8 @@ from hate_compress.stages import kd
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     return common.make_setup(data="synthetic", batch_size=8, max_length=32,
-                             workdir=tmp_path_factory.mktemp("kd_bench"), overrides=["debug=tiny"])
+                             workdir=tmp_path_factory.mktemp("kd_bench"), overrides=["debug=tiny"],
+                             quiet_console=False)
 
 
 def spy(monkeypatch, name):

@@ -117,6 +117,8 @@ def test_malformed_result_file_exits_2_naming_it(paths, capsys):
 
 
 def test_results_io_records_command_date_and_machine(tmp_path, monkeypatch):
+    for name in results_io.RELEVANT_ENV:  # CI exports HATE_COMPRESS_DATA_DIR, for one
+        monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     record = results_io.Recorder("x", argv=[str(ROOT / "bench" / "memory.py"), "--modes", "live"])
     path = record.write({"value": 1.5}, results=tmp_path)
@@ -143,14 +145,20 @@ def test_kd_table_record_renders():
     from bench import kd_table
 
     def cell(kd, seed, f1):
+        explained = kd != "none"  # an old sweep's cells (no measure.explain) render "-"
+        explain = {"status": "ok", "cosine_mean": 0.5 + 0.1 * seed, "top5_overlap_mean": 0.4}
         return {"run": {"status": "ok", "kd": kd, "seed": seed, "teacher": "tiny_teacher"},
                 "teacher": {"test": {"macro_f1": 0.64}},
                 "kd": {"test": {"macro_f1": f1, "hate_f1": f1 - 0.1, "agreement": 0.9},
-                       "dev": {"macro_f1": f1 + 0.05}}}
+                       "dev": {"macro_f1": f1 + 0.05},
+                       "forgetting": {"flip_rate_lost": 0.1 * seed},
+                       **({"explain": explain} if explained else {})}}
 
     rows = {kd: [cell(kd, s, 0.6 + 0.01 * s) for s in (1, 2, 3)] for kd in kd_table.KDS}
     out = kd_ablation(kd_table.aggregate(rows))
-    assert "| logit | 3 | 0.6200 ± 0.0100 | 0.5200 ± 0.0100 |" in out
+    assert ("| logit | 3 | 0.6200 ± 0.0100 | 0.5200 ± 0.0100 | 0.6700 ± 0.0100 | 0.9000 ± 0.0000 "
+            "| 0.7000 ± 0.1000 | 0.4000 ± 0.0000 | 0.2000 ± 0.1000 |") in out
+    assert "| none | 3 | 0.6200 ± 0.0100 | 0.5200 ± 0.0100 | 0.6700 ± 0.0100 | 0.9000 ± 0.0000 | - | - | 0.2000" in out
     assert "test hate F1" in out and "0.6400" in out
 
 
@@ -201,6 +209,28 @@ def test_kd_variants_record_renders_from_the_cells_run_dirs(tmp_path):
     assert "teacher=ensemble" in cmd and "+teacher.member_overrides.char_ngram.seed=42" in cmd
     assert "teacher.seed=42" in cmd and "seed=1" in cmd and "measure.latency=false" in cmd
 
+
+def test_kd_variants_keeps_recorded_cells_whose_run_dirs_are_gone(tmp_path, monkeypatch):
+    """Run directories are scratch; a later invocation adding seeds keeps the committed JSON's
+    cells (a fresh cell on disk wins), and only from a record with the same extra overrides."""
+    from bench import kd_variants as kv
+
+    ok = {"status": "ok", "split": "test", "test_macro_f1": 0.65, "dev_macro_f1": 0.7,
+          "agreement": 0.8, "teacher": "ensemble", "teacher_test_macro_f1": 0.7}
+    results_io.write("kd_variants_x", {"overrides": [], "rows": [
+        {"variant": "ensemble", "runs": {"1": ok, "2": {**ok, "test_macro_f1": 0.66}}},
+        {"variant": "none", "runs": {"1": {"status": "failed"}}}]}, results=tmp_path)
+    monkeypatch.setattr(results_io, "RESULTS", tmp_path)
+    recorded = kv.recorded_cells("kd_variants_x", [])
+    assert kv.recorded_cells("kd_variants_x", ["student.train.epochs=2"]) == {}
+    assert kv.recorded_cells("kd_variants_missing", []) == {}
+    fresh = {"ensemble": {2: {**ok, "test_macro_f1": 0.61}, 3: None}, "none": {1: None}}
+    cells, carried = kv.merge_recorded(fresh, recorded)
+    assert carried == ["ensemble/1"]  # the failed one is not carried, seed 2 is on disk
+    assert [cells["ensemble"][s]["test_macro_f1"] for s in (1, 2)] == [0.65, 0.61]
+    assert cells["ensemble"][3] is None and cells["none"][1] is None
+
+
 def test_pipeline_summary_record_renders():
     from bench.compression import markdown_rows
 
@@ -234,3 +264,20 @@ def test_run_all_steps_write_every_table_and_only_known_steps_run():
     assert [s.name for s in run_all.select("memory,kd_throughput")] == ["memory", "kd_throughput"]
     with pytest.raises(SystemExit, match="unknown step.*nope"):
         run_all.select("memory,nope")
+
+
+def test_ensemble_teacher_record_renders_the_dev_choice():
+    from bench.table_renderers import ensemble_teacher
+
+    def row(mode, t, share, dev, test):
+        return {"combine": mode, "temperature": t, "char_ngram_share": share,
+                "dev_macro_f1": dev, "test_macro_f1": test}
+
+    rows = [row("probs", 4.0, 0.5, 0.70, 0.675), row("probs", 4.0, 0.8, 0.74, 0.69),
+            row("logits", None, 1.0, 0.72, 0.6906)]
+    out = ensemble_teacher({"split": "test", "rows": rows, "best_by_dev": rows[1],
+                            "default": rows[0], "default_temperature": 4.0})
+    assert "| probs | 4 | 0.20 / 0.80 | 0.7400 | 0.6900 |" in out
+    assert "| logits | - | 0.00 / 1.00 | 0.7200 | 0.6906 |" in out
+    assert "Best by dev: combine=probs, T 4, weights 0.20 / 0.80: dev 0.7400, test 0.6900." in out
+    assert "Default ensemble (equal weights, probs at T 4): combine=probs, T 4, weights 0.50 / 0.50" in out

@@ -160,7 +160,7 @@ def test_a_spawning_strategy_joins_the_launchers_processes_instead(clean_env):
 
 
 def test_sharded_epochs_follow_the_epoch_and_form_the_single_process_batches():
-    from hate_compress.data.datamodule import EpochSeededSampler, ShardedEpochSampler
+    from hate_compress.data.batching import EpochSeededSampler, ShardedEpochSampler
 
     n, batch, world = 50, 4, 2
     for epoch in (0, 1, 2):

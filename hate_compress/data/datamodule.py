@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +22,9 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader
 
+from hate_compress.data.batching import Collate, EpochSeededSampler, IndexDataset, ShardedEpochSampler
 from hate_compress.data.reading import FORMATS, LabeledTexts
 from hate_compress.data.schema import DataSchema
 from hate_compress.data.splitting import check_split_size, read_splits
@@ -290,8 +290,8 @@ class HateDataModule(pl.LightningDataModule):
         if shuffle and shard is not None and shard[1] > 1:
             sampler = ShardedEpochSampler(len(data), self.split_seed, *shard)
         return DataLoader(
-            _IndexDataset(len(data)), batch_size=batch_size, sampler=sampler,
-            collate_fn=_Collate(data.labels, groups), num_workers=self.num_workers,
+            IndexDataset(len(data)), batch_size=batch_size, sampler=sampler,
+            collate_fn=Collate(data.labels, groups), num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
         )
 
@@ -345,101 +345,3 @@ def _tokenize(tok: Any, texts: list[str], max_length: int) -> list[np.ndarray]:
                   padding=False, return_attention_mask=False, return_token_type_ids=False)
         out.extend(np.asarray(ids, dtype=np.int64) for ids in enc["input_ids"])
     return out
-
-
-class EpochSeededSampler(Sampler[int]):
-    """A shuffle whose order is a function of (seed, epoch) only.
-
-    A `shuffle=True` DataLoader draws each epoch's order from a generator that advances once per
-    epoch *of this process*, so a run resumed at epoch 3 would replay epoch 0's order and end
-    with different weights than the run that was never interrupted. Lightning calls `set_epoch`
-    on the sampler before every training epoch (with the epoch restored from the checkpoint), so
-    here the order depends only on where training is, not on how it got there.
-    """
-
-    def __init__(self, n: int, seed: int):
-        self.n = int(n)
-        self.seed = int(seed)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        return iter(torch.randperm(self.n, generator=generator).tolist())
-
-
-class ShardedEpochSampler(DistributedSampler):
-    """One rank's share of `EpochSeededSampler`'s order: positions rank, rank+W, ... of it
-    (padded from its start to a multiple of W, as DistributedSampler pads).
-
-    Lightning wraps any other sampler in a DistributedSamplerWrapper that never forwards
-    `set_epoch`, so under DDP every epoch replayed epoch 0's order. Interleaving also makes a
-    global batch of W ranks x B the same examples as one process's batch of W*B (the
-    single-process run with the same global batch sees the same data in the same steps)."""
-
-    def __init__(self, n: int, seed: int, rank: int, num_replicas: int):  # noqa: D107
-        # not DistributedSampler.__init__: it wants a dataset and an initialised process group
-        self.order = EpochSeededSampler(n, seed)
-        self.rank, self.num_replicas = int(rank), int(num_replicas)
-        self.num_samples = math.ceil(n / self.num_replicas)
-        self.total_size = self.num_samples * self.num_replicas
-        self.shuffle, self.drop_last, self.seed, self.epoch = True, False, int(seed), 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-        self.order.set_epoch(epoch)
-
-    def __len__(self) -> int:
-        return self.num_samples
-
-    def __iter__(self):
-        order = list(self.order)
-        order += order[: self.total_size - len(order)]
-        return iter(order[self.rank : self.total_size : self.num_replicas])
-
-
-class _IndexDataset(Dataset):
-    """Yields positions only; the collate function gathers everything else from arrays."""
-
-    def __init__(self, n: int):
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> int:
-        return i
-
-
-class _Collate:
-    """Builds a batch from positions, padding each tokenization to its longest sequence."""
-
-    def __init__(self, labels: np.ndarray, groups: list[tuple[list[str], list[np.ndarray], int, bool]]):
-        self.labels = labels
-        self.groups = groups
-
-    def __call__(self, positions: list[int]) -> dict[str, Any]:
-        idx = torch.tensor(positions, dtype=torch.long)
-        labels = torch.from_numpy(self.labels[np.asarray(positions)])
-        inputs: dict[str, dict[str, torch.Tensor]] = {}
-        for keys, encoded, pad_id, left in self.groups:
-            tensors = _pad([encoded[i] for i in positions], pad_id, left)
-            for key in keys:
-                inputs[key] = tensors
-        return {"idx": idx, "labels": labels, "inputs": inputs}
-
-
-def _pad(seqs: list[np.ndarray], pad_id: int, left: bool) -> dict[str, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, s in enumerate(seqs):
-        span = slice(width - len(s), width) if left else slice(0, len(s))
-        ids[row, span] = torch.from_numpy(s)
-        mask[row, span] = 1
-    return {"input_ids": ids, "attention_mask": mask}

@@ -9,7 +9,7 @@ Every training stage (teacher, KD, pruning fine-tune) gets its own directory wit
 
 A resumed run must end exactly where the uninterrupted one would have, so nothing random may
 depend on how many epochs this *process* has run: the train sampler is seeded by (seed, epoch)
-(`EpochSeededSampler` in the data module) and the global RNG that drives dropout by (seed,
+(`EpochSeededSampler` in `data.batching`) and the global RNG that drives dropout by (seed,
 epoch, batch) (`BatchSeed`). Checkpoints are read back with `weights_only=True` only (`SafeCheckpointIO`),
 since a run directory may be shared and a pickle in it would otherwise run code on resume.
 """
