@@ -10,6 +10,8 @@ one subprocess per variant and seed) for:
     ensemble      logit KD from `teacher=ensemble` (tiny_teacher + char_ngram, equal weights)
     assistant     the assistant chain `pipeline=assistant_kd` (4x256 -> 3x192 -> 2x128)
     mutual        Deep Mutual Learning `kd=mutual` (two 2x128 peers, the better one by dev F1)
+    ensemble_aug  the ensemble with teacher-labelled augmentation (`kd.augment.copies=2`; opt-in)
+    none_aug      labels only on the same augmented data: is it the teacher or the noise? (opt-in)
 
 Every cell uses `teacher.seed=42` (and the same seed for each ensemble member), one shared
 `paths.cache_dir` (`--store`), so each teacher is trained once and every seed and variant reuses
@@ -73,6 +75,11 @@ VARIANTS = {v.name: v for v in (
             ("pipeline=teacher_kd", "kd=logit", "teacher=char_ngram", "teacher.cross_fit=5")),
     Variant("ensemble", "logit KD from ensemble(tiny_teacher, char_ngram)",
             ("pipeline=teacher_kd", "kd=logit", "teacher=ensemble", *MEMBER_SEEDS)),
+    Variant("ensemble_aug", "ensemble KD + 2 teacher-labelled perturbed copies (kd.augment)",
+            ("pipeline=teacher_kd", "kd=logit", "teacher=ensemble", *MEMBER_SEEDS,
+             "kd.augment.copies=2")),
+    Variant("none_aug", "labels only + 2 perturbed copies (augmentation control)",
+            ("pipeline=teacher_kd", "kd=none", "kd.augment.copies=2")),
     Variant("assistant", "assistant chain tiny_teacher -> tiny_assistant -> student",
             ("pipeline=assistant_kd", "kd=logit")),
     Variant("mutual", "mutual learning (kd=mutual, 2 peers)", ("pipeline=teacher_kd", "kd=mutual")),

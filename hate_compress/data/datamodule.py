@@ -13,6 +13,7 @@ short-text datasets do not pay for ``max_length``. Reading and splitting the fil
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
@@ -112,6 +113,7 @@ class HateDataModule(pl.LightningDataModule):
         self._key_to_rep: dict[str, Any] = {}
         self._encodings: list[tuple[Any, dict[str, list[np.ndarray]]]] = []  # (tokenizer, {split: ids})
         self._aligned_texts: dict[str, list[str]] | None = None  # see `model_texts`
+        self._vocabulary_texts: list[str] | None = None  # see `with_train`
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -156,7 +158,23 @@ class HateDataModule(pl.LightningDataModule):
 
     @property
     def train_texts(self) -> list[str]:
-        return self.texts("train")
+        """The texts tokenizers learn their vocabulary from: the real train split, also in a
+        `with_train` view whose train split holds augmented copies (noise is not vocabulary)."""
+        return self._vocabulary_texts if self._vocabulary_texts is not None else self.texts("train")
+
+    def with_train(self, train: LabeledTexts) -> HateDataModule:
+        """This data with another train split (KD's perturbed copies): dev and test, settings and
+        `train_texts` are this module's; tokenizers must be registered on the view again."""
+        view = copy.copy(self)
+        view._splits = {**self._data(), "train": train}
+        view._key_to_rep, view._encodings, view._aligned_texts = {}, [], None
+        view._vocabulary_texts = self.train_texts
+        return view
+
+    @property
+    def tokenizers(self) -> dict[str, Any]:
+        """The tokenizers registered by `set_tokenizers`, by key."""
+        return dict(self._key_to_rep)
 
     @property
     def label_names(self) -> list[str]:

@@ -34,6 +34,7 @@ from hate_compress.measure.evaluate import score
 from hate_compress.models.backbone import build_tokenizer, resolve_encoder_config
 from hate_compress.models.classifier import is_text_level
 from hate_compress.registry import Registry
+from hate_compress.stages.augment import augmented_training, check_augment
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
 from hate_compress.stages.measure import measure_stage
 from hate_compress.stages.state import Run, Trained, register_preflight, register_stage
@@ -122,6 +123,7 @@ def preflight_distil(run: Run) -> None:
     if "assistant" not in run.cfg.stages:  # else the assistant's preflight checks both hops
         check_kd_models(run)
     check_kd_tokenizers(run)
+    check_augment(run)
 
 
 def check_kd_tokenizers(run: Run) -> None:
@@ -214,8 +216,9 @@ def teacher_name(run: Run) -> str:
 def distil(run: Run, stage: str = "kd", role: str = "student") -> Trained:
     """Distil the `role` model from `run.teacher`, save it as `<stage>/model`, measure it as the
     row `stage`; it becomes `run.current`. The kd stage and the assistant stage both run this."""
-    prepared = prepare_kd(run, role)
-    fit_kd(run, prepared, stage)
+    with augmented_training(run) as augment:  # the real data again once the student is fit
+        prepared = prepare_kd(run, role)
+        fit_kd(run, prepared, stage)
     student, source, loss = prepared.student, prepared.source, prepared.loss
     save(run, student, run.stage_dir(stage) / "model")
     run.current = student
@@ -223,6 +226,7 @@ def distil(run: Run, stage: str = "kd", role: str = "student") -> Trained:
         "kd": run.cfg.kd.name, "student": run.cfg[role].name, "teacher": teacher_name(run),
         "shared_tokenizer": prepared.shared, "teacher_cache": bool(source and source.cache),
         "skipped_terms": [n for n, t in loss.terms.items() if getattr(t, "skipped", False)],
+        **({"augment": augment.describe()} if augment else {}),
     })
     return student
 

@@ -58,6 +58,9 @@ def check_mutual(run: Run) -> None:
                               f"(terms {', '.join(MUTUAL_TERMS)}); remove it")
     if "logit" not in (cfg.kd.get("terms") or {}):
         raise ConfigError("kd=mutual needs kd.terms.logit (the KL to the other peers)")
+    if int((cfg.kd.get("augment") or {}).get("copies") or 0):
+        raise ConfigError("kd.augment.copies: teacher-labelled augmentation needs a teacher to "
+                          "label the copies; kd=mutual has none in its loss (set copies=0)")
     student = resolve_encoder_config(plain(cfg.student.backbone), role="student")
     dims = encoder_shape(student)
     build_composite_loss(plain(cfg.kd), task=run.data.task, num_labels=run.data.num_labels,
