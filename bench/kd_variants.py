@@ -12,6 +12,7 @@ one subprocess per variant and seed) for:
     mutual        Deep Mutual Learning `kd=mutual` (two 2x128 peers, the better one by dev F1)
     ensemble_aug  the ensemble with teacher-labelled augmentation (`kd.augment.copies=2`; opt-in)
     none_aug      labels only on the same augmented data: is it the teacher or the noise? (opt-in)
+    ensemble_alpha09, ensemble_4x256   what limits the ensemble student: alpha, capacity (opt-in)
 
 Every cell uses `teacher.seed=42` (and the same seed for each ensemble member), one shared
 `paths.cache_dir` (`--store`), so each teacher is trained once and every seed and variant reuses
@@ -80,6 +81,14 @@ VARIANTS = {v.name: v for v in (
              "kd.augment.copies=2")),
     Variant("none_aug", "labels only + 2 perturbed copies (augmentation control)",
             ("pipeline=teacher_kd", "kd=none", "kd.augment.copies=2")),
+    Variant("ensemble_alpha09", "ensemble KD, alpha 0.9 (teacher-heavy)",
+            ("pipeline=teacher_kd", "kd=logit", "teacher=ensemble", *MEMBER_SEEDS, "kd.alpha=0.9")),
+    Variant("ensemble_4x256", "ensemble KD into a 4x256 student (the teacher's size)",
+            ("pipeline=teacher_kd", "kd=logit", "teacher=ensemble", *MEMBER_SEEDS,
+             "student.backbone.scratch.num_hidden_layers=4",
+             "student.backbone.scratch.hidden_size=256",
+             "student.backbone.scratch.intermediate_size=1024",
+             "student.backbone.scratch.num_attention_heads=4", "student.head.hidden=256")),
     Variant("assistant", "assistant chain tiny_teacher -> tiny_assistant -> student",
             ("pipeline=assistant_kd", "kd=logit")),
     Variant("mutual", "mutual learning (kd=mutual, 2 peers)", ("pipeline=teacher_kd", "kd=mutual")),
