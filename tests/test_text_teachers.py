@@ -23,12 +23,6 @@ from hate_compress.pipeline.runner import run_pipeline
 
 SAMPLE = Path(__file__).resolve().parents[1] / "hate_compress" / "data" / "sample"
 
-# the tiny_teacher member shrunk like conftest.TINY shrinks the teacher
-TINY_MEMBER = ("+teacher.member_overrides.tiny_teacher={backbone: {scratch: {num_hidden_layers: 1,"
-               " hidden_size: 64, intermediate_size: 128, num_attention_heads: 2}, tokenizer: "
-               "{vocab_size: 600}}, train: {epochs: 1}, min_f1: 0.0}")
-
-
 # conftest.TINY shrinks a neural teacher's backbone, which a text-level teacher does not have
 LIGHT = ("trainer=fast", "measure.latency=false", "student.train.epochs=1", "teacher.min_f1=0.0")
 
@@ -173,8 +167,8 @@ def test_char_ngram_teacher_pipeline_stores_gates_and_teaches(tiny_cfg):
 
 
 def test_ensemble_teacher_soft_targets_are_the_members_weighted_mean(tiny_cfg):
-    cfg = light(tiny_cfg, "teacher=ensemble", "teacher.weights=[0.4,0.6]",
-                   "kd.temperature=2.0", TINY_MEMBER, "pipeline=teacher_kd")
+    cfg = tiny_cfg("teacher=ensemble", "teacher.weights=[0.4,0.6]", "kd.temperature=2.0",
+                   "pipeline=teacher_kd")  # debug=tiny: members shrink too
     metrics = run_pipeline(cfg, Path(cfg.paths.output_root) / "run")
     teacher = metrics["teacher"]
     assert teacher["runtime"] == "ensemble"
@@ -189,6 +183,7 @@ def test_ensemble_teacher_soft_targets_are_the_members_weighted_mean(tiny_cfg):
     data = make_data(cfg)
     char = CharNgramModel.load(teacher["members"]["char_ngram"]["artifact"])
     neural, tok, _ = load_classifier(teacher["members"]["tiny_teacher"]["artifact"])
+    assert (neural.num_layers, neural.hidden_size) == (1, 64)  # debug=tiny shrank the member too
     data.set_tokenizers({"m": tok})
     z_neural = predict_logits(neural, data.dataloader("train"), "m")[0]
     z_char = char.predict_texts(data.texts("train"))
