@@ -11,6 +11,7 @@ one subprocess per variant and seed) for:
     assistant     the assistant chain `pipeline=assistant_kd` (4x256 -> 3x192 -> 2x128)
     mutual        Deep Mutual Learning `kd=mutual` (two 2x128 peers, the better one by dev F1)
     ensemble_aug  the ensemble with teacher-labelled augmentation (`kd.augment.copies=2`; opt-in)
+    char_ngram_aug  the same from char_ngram alone (the best teacher on GermEval dev; opt-in)
     none_aug      labels only on the same augmented data: is it the teacher or the noise? (opt-in)
     ensemble_alpha09, ensemble_4x256   what limits the ensemble student: alpha, capacity (opt-in)
 
@@ -79,6 +80,8 @@ VARIANTS = {v.name: v for v in (
     Variant("ensemble_aug", "ensemble KD + 2 teacher-labelled perturbed copies (kd.augment)",
             ("pipeline=teacher_kd", "kd=logit", "teacher=ensemble", *MEMBER_SEEDS,
              "kd.augment.copies=2")),
+    Variant("char_ngram_aug", "char_ngram KD + 2 teacher-labelled perturbed copies (kd.augment)",
+            ("pipeline=teacher_kd", "kd=logit", "teacher=char_ngram", "kd.augment.copies=2")),
     Variant("none_aug", "labels only + 2 perturbed copies (augmentation control)",
             ("pipeline=teacher_kd", "kd=none", "kd.augment.copies=2")),
     Variant("ensemble_alpha09", "ensemble KD, alpha 0.9 (teacher-heavy)",
@@ -188,6 +191,9 @@ def aggregate(cells: dict[str, dict[int, dict]], order: list[str]) -> dict:
                 row["agreement"] = stats([c["agreement"] for c in ok])
             row["teacher"] = ok[0]["teacher"]
             row["teacher_macro_f1"] = ok[0]["teacher_test_macro_f1"]
+            # one teacher per variant, unless it was retrained on another machine (a fresh
+            # store: same seed and config, not bit-identical floats): then the table says so
+            row["teacher_macro_f1_values"] = sorted({round(c["teacher_test_macro_f1"], 4) for c in ok})
             baseline += [c["baseline_test_macro_f1"] for c in ok if "baseline_test_macro_f1" in c]
         rows.append(row)
     return {"split": split or "test", "rows": rows,

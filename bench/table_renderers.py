@@ -201,7 +201,8 @@ def kd_variants(r: dict) -> str:
         gap = "-" if base is None else f"{100 * (f1['mean'] - base):+.1f}"
         rows.append([x["label"], f1["n"], mean_sd(f1), gain, gap,
                      mean_sd(x["agreement"]) if x.get("agreement") else "-",
-                     mean_sd(x["dev_macro_f1"]), x["teacher"], cell(x["teacher_macro_f1"])])
+                     mean_sd(x["dev_macro_f1"]), x["teacher"],
+                     " / ".join(f"{v:.4f}" for v in x.get("teacher_macro_f1_values") or [x["teacher_macro_f1"]])])
     out = markdown(["variant", "seeds", f"{split} macro F1 (mean ± std)", "vs labels only (points)",
                     "vs baseline (points)", f"agreement with its teacher ({split})",
                     "dev macro F1", "teacher", f"teacher {split} macro F1"], rows)
@@ -221,6 +222,10 @@ def kd_variants(r: dict) -> str:
             if "peer_test_macro_f1" in c:
                 notes.append(f"Mutual peers seed {s}: {split} macro F1 "
                              + " / ".join(f"{v:.4f}" for v in c["peer_test_macro_f1"]) + ".")
+    if any(len(x.get("teacher_macro_f1_values") or []) > 1 for x in r["rows"]):
+        notes.append("Two teacher F1s in a row (a / b): the teacher was trained twice with the same "
+                     "seed and config (a fresh store on another machine) and the seeds split "
+                     "between the two; floating-point results differ across CPUs.")
     return out + "\n\n" + " ".join(notes)
 
 MATRIX_COLUMNS = (("model", "label"), ("kd", "kd"), ("stage", "stage"), ("status", "status"),

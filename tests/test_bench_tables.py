@@ -281,3 +281,18 @@ def test_ensemble_teacher_record_renders_the_dev_choice():
     assert "| logits | - | 0.00 / 1.00 | 0.7200 | 0.6906 |" in out
     assert "Best by dev: combine=probs, T 4, weights 0.20 / 0.80: dev 0.7400, test 0.6900." in out
     assert "Default ensemble (equal weights, probs at T 4): combine=probs, T 4, weights 0.50 / 0.50" in out
+
+
+def test_kd_variants_shows_both_teachers_when_seeds_split_between_two():
+    from bench import kd_variants as kv
+
+    def cell(teacher_f1):
+        return {"status": "ok", "split": "test", "test_macro_f1": 0.65, "dev_macro_f1": 0.7,
+                "agreement": 0.8, "teacher": "tiny_teacher", "teacher_test_macro_f1": teacher_f1}
+
+    result = kv.aggregate({"tiny_teacher": {1: cell(0.6399), 2: cell(0.6426)}}, ["tiny_teacher"])
+    result.update({"planned_seeds": [1, 2], "teacher_seed": 42})
+    out = kd_variants(result)
+    assert "| tiny_teacher | 0.6399 / 0.6426 |" in out and "trained twice" in out
+    same = kv.aggregate({"tiny_teacher": {1: cell(0.6399), 2: cell(0.6399)}}, ["tiny_teacher"])
+    assert "trained twice" not in kd_variants({**same, "planned_seeds": [1, 2], "teacher_seed": 42})
