@@ -297,6 +297,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     recorded = {} if args.fresh else recorded_cells(name, args.overrides)
+    # one table, filled by several invocations (more seeds, opt-in variants): keep them all
+    previous = {} if args.fresh or not recorded else (results_io.read(name) or {})
+    invocations = list(previous.get("results", {}).get("invocations")
+                       or ([previous["command"]] if previous.get("command") else []))
+    invocations += [] if record.command in invocations else [record.command]
+    commands = {**previous.get("results", {}).get("cell_commands", {}), **commands}
 
     def write() -> None:
         cells, carried = merge_recorded(collect(out_root, order, seeds), recorded)
@@ -304,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         result["carried_from_record"] = carried  # cells whose run directories are gone
         result.update({"data": args.data, "planned_seeds": seeds, "teacher_seed": TEACHER_SEED,
                        "overrides": args.overrides, "store": str(store.relative_to(ROOT) if store.is_relative_to(ROOT) else store),
-                       "cell_commands": commands})
+                       "cell_commands": commands, "invocations": invocations})
         record.write(result, note=None)  # quality only: deterministic, load does not matter
 
     # the package of this checkout, also when the venv has another one installed editable

@@ -222,6 +222,8 @@ def kd_variants(r: dict) -> str:
             if "peer_test_macro_f1" in c:
                 notes.append(f"Mutual peers seed {s}: {split} macro F1 "
                              + " / ".join(f"{v:.4f}" for v in c["peer_test_macro_f1"]) + ".")
+    if len(r.get("invocations") or []) > 1:
+        notes.append("Cells made by: " + "; ".join(f"`{c}`" for c in r["invocations"]) + ".")
     if any(len(x.get("teacher_macro_f1_values") or []) > 1 for x in r["rows"]):
         notes.append("Two teacher F1s in a row (a / b): the teacher was trained twice with the same "
                      "seed and config (a fresh store on another machine) and the seeds split "

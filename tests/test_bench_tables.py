@@ -292,7 +292,9 @@ def test_kd_variants_shows_both_teachers_when_seeds_split_between_two():
 
     result = kv.aggregate({"tiny_teacher": {1: cell(0.6399), 2: cell(0.6426)}}, ["tiny_teacher"])
     result.update({"planned_seeds": [1, 2], "teacher_seed": 42})
+    result["invocations"] = ["python bench/kd_variants.py --seeds 1", "python bench/kd_variants.py --seeds 2"]
     out = kd_variants(result)
     assert "| tiny_teacher | 0.6399 / 0.6426 |" in out and "trained twice" in out
+    assert "Cells made by: `python bench/kd_variants.py --seeds 1`; `python bench/kd_variants.py --seeds 2`." in out
     same = kv.aggregate({"tiny_teacher": {1: cell(0.6399), 2: cell(0.6399)}}, ["tiny_teacher"])
     assert "trained twice" not in kd_variants({**same, "planned_seeds": [1, 2], "teacher_seed": 42})
