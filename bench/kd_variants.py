@@ -205,7 +205,8 @@ def collect(out_root: Path, order: list[str], seeds: list[int]) -> dict[str, dic
     """Every cell under `out_root`: the planned variants and seeds, plus any other finished by
     another invocation into the same directory (two runs filling one table write the same view)."""
     found = {(p.parent.name, int(p.name.split("_", 1)[1]))
-             for p in (out_root / "runs").glob("*/seed_*") if p.parent.name in VARIANTS}
+             for p in (out_root / "runs").glob("*/seed_*")
+             if p.is_dir() and p.parent.name in VARIANTS}  # not a killed run's seed_N.lock
     names = [v for v in VARIANTS if v in order or any(f[0] == v for f in found)]  # fixed order
     all_seeds = sorted({*seeds, *(s for _, s in found)})
     return {name: {s: read_cell(run_dir(out_root, name, s)) for s in all_seeds} for name in names}

@@ -187,6 +187,7 @@ def test_kd_variants_record_renders_from_the_cells_run_dirs(tmp_path):
     running.mkdir(parents=True)
     (running / "metrics.json").write_text(json.dumps({"run": {"status": "running"}}))
     order = ["none", "ensemble", "char_ngram", "assistant"]  # mutual: found on disk, still shown
+    (kv.run_dir(tmp_path, "none", 9).parent / "seed_9.lock").write_text("123")  # a killed run's lock
     cells = kv.collect(tmp_path, order, [1, 2])  # seed 3: finished by another invocation
     assert list(cells) == ["none", "char_ngram", "ensemble", "assistant", "mutual"] and list(cells["none"]) == [1, 2, 3]
     result = kv.aggregate(cells, list(cells))
