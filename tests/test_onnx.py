@@ -142,6 +142,14 @@ def test_onnx_int8_stage_parity_and_metrics(onnx_run):
     assert len(list((tmp / "cache" / "onnx_teacher").glob("*/model.onnx"))) == 1
     table = summary_table(metrics)
     assert "| runtime |" in table and re.search(r"\| quant( \(DEGENERATE\))? \| onnxruntime \|", table)
+    # measure.threads=[1,2]: the 2-thread latency of the batch sizes the table shows (b1; b4 is
+    # not a summary column) follows the 1-thread ones, with the measured value
+    header = next(line for line in table.splitlines() if line.startswith("| stage |"))
+    assert "| latency b1 ms | latency b32 ms | latency b1 ms (2 threads) | speedup b1 |" in header
+    assert "b4 ms (2 threads)" not in header
+    quant_line = next(line for line in table.splitlines() if line.startswith("| quant"))
+    at = header.split(" | ").index("latency b1 ms (2 threads)")
+    assert float(quant_line.split(" | ")[at]) == pytest.approx(quant["latency_ms_b1_t2"], rel=1e-3)
 
 
 def test_onnx_artifact_layout_and_provenance(onnx_run):

@@ -8,6 +8,7 @@ them out.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from hate_compress.measure.outcome import BASELINE, SEED_METRICS, eval_split, final_stage, stage_order
@@ -58,6 +59,21 @@ def mean_std(explain: dict, key: str) -> str | None:
     return f"{text} (via {via})" if via and status == "ok" and "fp32 source" in via else text
 
 
+# `measure.threads=[1,2]`: latency with more threads lands as latency_ms_b<B>_t<T>
+THREADED_LATENCY = re.compile(r"latency_ms_b(\d+)_t(\d+)$")
+
+
+def threaded_latency_columns(rows: list[dict]) -> tuple:
+    """("latency b1 ms (2 threads)", "latency_ms_b1_t2"), ... for the keys some row has, by
+    thread count then batch size; only the batch sizes the 1-thread columns show."""
+    shown = {key for _, key in COLUMNS}
+    keys = {k for r in rows for k in r if THREADED_LATENCY.match(k)
+            and f"latency_ms_b{THREADED_LATENCY.match(k).group(1)}" in shown}
+    order = sorted(keys, key=lambda k: tuple(int(x) for x in THREADED_LATENCY.match(k).groups()[::-1]))
+    return tuple((f"latency b{b} ms ({t} threads)", k) for k in order
+                 for b, t in [THREADED_LATENCY.match(k).groups()])
+
+
 def analysis_cells(values: dict) -> dict[str, Any]:
     explain = values.get("explain") or {}
     return {"explain_cosine": mean_std(explain, "cosine") if explain else None,
@@ -77,13 +93,16 @@ def stage_row(stage: str, values: dict) -> dict[str, Any]:
     if row["sparsity_all_params"] is None:  # metrics.json written before the rename
         row["sparsity_all_params"] = values.get("sparsity")
     row.update(analysis_cells(values))
+    row.update({k: v for k, v in values.items() if THREADED_LATENCY.match(k)})
     return row
 
 
 def table_columns(rows: list[dict]) -> tuple:
-    """COLUMNS, plus the analysis columns some stage has a value for."""
+    """COLUMNS (with the latencies at more threads after the 1-thread ones, when measured),
+    plus the analysis columns some stage has a value for."""
     extra = tuple(c for c in ANALYSIS_COLUMNS if any(r.get(c[1]) is not None for r in rows))
-    return COLUMNS + extra
+    at = [key for _, key in COLUMNS].index("latency_ms_b32") + 1
+    return COLUMNS[:at] + threaded_latency_columns(rows) + COLUMNS[at:] + extra
 
 
 def summary_table(metrics: dict) -> str:
