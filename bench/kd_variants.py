@@ -212,18 +212,26 @@ def collect(out_root: Path, order: list[str], seeds: list[int]) -> dict[str, dic
     return {name: {s: read_cell(run_dir(out_root, name, s)) for s in all_seeds} for name in names}
 
 
-def recorded_cells(name: str, overrides: list[str]) -> dict[str, dict[int, dict]]:
-    """The finished cells of this table's committed JSON. Run directories are scratch (not
-    committed, lost with the checkout), the JSON is not: a later invocation that adds seeds or
-    variants keeps the cells it cannot re-read from disk instead of dropping them. Only from a
-    record made with the same extra overrides (else the cells are another experiment)."""
+def read_record(name: str) -> dict:
+    """This table's committed JSON ({} when there is none or it cannot be read)."""
     try:
-        doc = results_io.read(name)
+        return results_io.read(name) or {}
     except (OSError, ValueError, KeyError):
         return {}
-    results = (doc or {}).get("results", {})
-    if list(results.get("overrides") or []) != list(overrides):
+
+
+def same_experiment(doc: dict, overrides: list[str]) -> bool:
+    """A record made with the same extra overrides (else its cells are another experiment)."""
+    return bool(doc) and list(doc.get("results", {}).get("overrides") or []) == list(overrides)
+
+
+def recorded_cells(doc: dict, overrides: list[str]) -> dict[str, dict[int, dict]]:
+    """The finished cells of this table's committed JSON `doc`. Run directories are scratch (not
+    committed, lost with the checkout), the JSON is not: a later invocation that adds seeds or
+    variants keeps the cells it cannot re-read from disk instead of dropping them."""
+    if not same_experiment(doc, overrides):
         return {}
+    results = doc["results"]
     return {row["variant"]: {int(s): cell for s, cell in row.get("runs", {}).items()}
             for row in results.get("rows", []) if row.get("variant") in VARIANTS}
 
@@ -297,9 +305,11 @@ def main(argv: list[str] | None = None) -> int:
                 print(display(cell_command(VARIANTS[v], args.data, seed, store, out_root, args.overrides)))
         return 0
 
-    recorded = {} if args.fresh else recorded_cells(name, args.overrides)
+    previous = {} if args.fresh else read_record(name)
+    if not same_experiment(previous, args.overrides):
+        previous = {}
+    recorded = recorded_cells(previous, args.overrides)
     # one table, filled by several invocations (more seeds, opt-in variants): keep them all
-    previous = {} if args.fresh or not recorded else (results_io.read(name) or {})
     invocations = list(previous.get("results", {}).get("invocations")
                        or ([previous["command"]] if previous.get("command") else []))
     invocations += [] if record.command in invocations else [record.command]

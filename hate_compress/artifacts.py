@@ -15,7 +15,7 @@ ONNX Runtime artifacts (`export_classifier`) share the card, with `model.onnx` i
 
 Compression changes more than weights: structured pruning shrinks matrices and quantization
 swaps modules. Each step is recorded in `compression` and a registered *restorer*
-(`hate_compress.compress.steps`) replays the architecture change on a freshly built model before
+(`hate_compress.compression_steps`) replays the architecture change on a freshly built model before
 the weights are loaded, so pruned and quantized models reload without pickle and give the same
 predictions as before saving. Weights are only ever read with safetensors — nothing on disk can
 execute code.
@@ -47,7 +47,7 @@ from hate_compress.compress.quantization.onnx import (
     export_onnx,
     optimize_for_transformers,
 )
-from hate_compress.compress.steps import RESTORERS, compression_log, packing_step
+from hate_compress.compression_steps import RESTORERS, compression_log, packing_step
 from hate_compress.errors import ConfigError, ModelLoadError
 from hate_compress.measure.footprint import count_parameters
 from hate_compress.models.backbone import drop_pooler

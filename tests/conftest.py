@@ -57,9 +57,9 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 def _our_logger_state() -> dict[str, tuple[int, bool]]:
     import logging
 
-    names = ["", "hate_compress",
+    names = ["hate_compress",
              *(n for n in logging.root.manager.loggerDict if n.startswith("hate_compress."))]
-    loggers = [(n, logging.getLogger(n or None)) for n in names]
+    loggers = [(n, logging.getLogger(n)) for n in names]
     return {n: (lg.level, lg.disabled) for n, lg in loggers if isinstance(lg, logging.Logger)}
 
 
@@ -76,7 +76,7 @@ def _restore_our_loggers(request):
 
     yield
     changed = {n: state for n, state in _our_logger_state().items()
-               if n and state != _LOGGERS_AT_START.get(n, (logging.NOTSET, False))}
+               if state != _LOGGERS_AT_START.get(n, (logging.NOTSET, False))}
     for name in changed:
         level, disabled = _LOGGERS_AT_START.get(name, (logging.NOTSET, False))
         logging.getLogger(name).setLevel(level)  # setLevel also clears the loggers' level cache

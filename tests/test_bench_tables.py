@@ -222,9 +222,9 @@ def test_kd_variants_keeps_recorded_cells_whose_run_dirs_are_gone(tmp_path, monk
         {"variant": "ensemble", "runs": {"1": ok, "2": {**ok, "test_macro_f1": 0.66}}},
         {"variant": "none", "runs": {"1": {"status": "failed"}}}]}, results=tmp_path)
     monkeypatch.setattr(results_io, "RESULTS", tmp_path)
-    recorded = kv.recorded_cells("kd_variants_x", [])
-    assert kv.recorded_cells("kd_variants_x", ["student.train.epochs=2"]) == {}
-    assert kv.recorded_cells("kd_variants_missing", []) == {}
+    recorded = kv.recorded_cells(kv.read_record("kd_variants_x"), [])
+    assert kv.recorded_cells(kv.read_record("kd_variants_x"), ["student.train.epochs=2"]) == {}
+    assert kv.recorded_cells(kv.read_record("kd_variants_missing"), []) == {}
     fresh = {"ensemble": {2: {**ok, "test_macro_f1": 0.61}, 3: None}, "none": {1: None}}
     cells, carried = kv.merge_recorded(fresh, recorded)
     assert carried == ["ensemble/1"]  # the failed one is not carried, seed 2 is on disk

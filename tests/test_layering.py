@@ -20,7 +20,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from hate_compress.artifacts import ModelCard, load_classifier, save_classifier
-from hate_compress.compress.steps import RESTORERS, Restorer, record_compression
+from hate_compress.compression_steps import RESTORERS, Restorer, record_compression
 from hate_compress.models.classifier import HateClassifier
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hate_compress"
@@ -31,7 +31,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "hate_compress"
 LAYERS: list[tuple[str, list[str]]] = [
     # import nothing of the package but errors and registry
     ("leaf", ["hate_compress", "hate_compress.errors", "hate_compress.registry",
-              "hate_compress.compress.steps", "hate_compress.models.outputs",
+              "hate_compress.compression_steps", "hate_compress.models.outputs",
               "hate_compress.identity", "hate_compress.extras", "hate_compress.config_keys",
               "hate_compress.distributed"]),
     # files, safe loading, ONNX Runtime sessions, the resume rule, argv checks
@@ -172,6 +172,35 @@ def test_the_package_has_no_import_cycle():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+def parent_package_imports() -> list[str]:
+    """Imports from a nested package (compress/pruning) of a module sitting directly in one of
+    its parent packages (compress/x.py): the parent holds the child and the child imports the
+    parent, a cycle between packages even where the module graph has none."""
+    found = []
+    for name, path in modules():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        parents = package.split(".")
+        ancestors = {".".join(parents[:i]) for i in range(2, len(parents))}  # not hate_compress
+        for module, line in imports(path):
+            if module == package or module.startswith(package + "."):
+                continue  # its own package (`from hate_compress.compress.quantization import x`)
+            if module in ancestors or module.rsplit(".", 1)[0] in ancestors:
+                found.append(f"{path.relative_to(PACKAGE.parent)}:{line} imports {module}")
+    return found
+
+
+def test_no_nested_package_imports_its_parent_package():
+    assert parent_package_imports() == []
+
+
+def test_the_parent_package_check_can_fail(tmp_path, monkeypatch):
+    synthetic_package(tmp_path, monkeypatch, [("all", ["hate_compress", "hate_compress.a"])])
+    nested = tmp_path / "hate_compress" / "a" / "sub"
+    nested.mkdir()
+    (nested / "__init__.py").write_text("from hate_compress.a.x import f\n")
+    assert parent_package_imports() == ["hate_compress/a/sub/__init__.py:1 imports hate_compress.a.x"]
+
+
 def synthetic_package(tmp_path: Path, monkeypatch, layers) -> None:
     """hate_compress.a.x lazily imports hate_compress.b.y, which imports hate_compress.a."""
     pkg = tmp_path / "hate_compress"
@@ -202,7 +231,7 @@ def test_the_layer_check_finds_an_upward_import(tmp_path, monkeypatch):
 def test_leaf_modules_import_nothing_of_the_package_but_errors_and_registry():
     allowed = {"hate_compress.errors", "hate_compress.registry"}
     leaves = [(name, path) for name, path in modules() if layer_index(entry_of(name)) == 0]
-    assert {name for name, _ in leaves} >= {"hate_compress.registry", "hate_compress.compress.steps",
+    assert {name for name, _ in leaves} >= {"hate_compress.registry", "hate_compress.compression_steps",
                                             "hate_compress.models.outputs", "hate_compress.distributed"}
     for name, path in leaves:
         assert imported_modules(path) <= allowed, name
@@ -344,7 +373,7 @@ def test_the_private_api_check_can_fail():
 REGISTERED = """
 import sys
 import {module}
-from hate_compress.compress.steps import RESTORERS
+from hate_compress.compression_steps import RESTORERS
 from hate_compress.compress.pruning import PRUNERS
 from hate_compress.compress.quantization import QUANTIZERS
 print(sorted(PRUNERS.names()), sorted(QUANTIZERS.names()), sorted(RESTORERS.names()))
@@ -371,11 +400,11 @@ def test_importing_any_compression_module_registers_every_method(module):
 
 
 def test_the_compression_step_leaf_imports_no_method():
-    """`compress.steps` is imported by every layer that saves or loads a model; importing it must
+    """`compression_steps` is imported by every layer that saves or loads a model; importing it must
     not drag in the methods (and Lightning with them) — `compress/__init__` imports nothing."""
     import subprocess
 
-    code = ("import sys, hate_compress.compress.steps; "
+    code = ("import sys, hate_compress.compression_steps; "
             "print([m for m in sys.modules if m.startswith(('hate_compress.compress.p', "
             "'hate_compress.compress.q', 'lightning'))])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

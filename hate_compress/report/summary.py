@@ -67,11 +67,13 @@ def threaded_latency_columns(rows: list[dict]) -> tuple:
     """("latency b1 ms (2 threads)", "latency_ms_b1_t2"), ... for the keys some row has, by
     thread count then batch size; only the batch sizes the 1-thread columns show."""
     shown = {key for _, key in COLUMNS}
-    keys = {k for r in rows for k in r if THREADED_LATENCY.match(k)
-            and f"latency_ms_b{THREADED_LATENCY.match(k).group(1)}" in shown}
-    order = sorted(keys, key=lambda k: tuple(int(x) for x in THREADED_LATENCY.match(k).groups()[::-1]))
-    return tuple((f"latency b{b} ms ({t} threads)", k) for k in order
-                 for b, t in [THREADED_LATENCY.match(k).groups()])
+    found = set()
+    for key in {k for row in rows for k in row}:
+        match = THREADED_LATENCY.match(key)
+        if match and f"latency_ms_b{match[1]}" in shown:
+            found.add((int(match[2]), int(match[1]), key))
+    return tuple((f"latency b{batch} ms ({threads} threads)", key)
+                 for threads, batch, key in sorted(found))
 
 
 def analysis_cells(values: dict) -> dict[str, Any]:

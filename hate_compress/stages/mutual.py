@@ -23,6 +23,7 @@ import lightning.pytorch as pl
 from hate_compress.errors import ConfigError
 from hate_compress.kd.terms import build_composite_loss
 from hate_compress.models.backbone import resolve_encoder_config
+from hate_compress.stages.augment import augment_settings
 from hate_compress.stages.common import build_classifier, fit, loss_for, plain, save
 from hate_compress.stages.kd import KD_METHODS, attach_student_tokenizer, encoder_shape
 from hate_compress.stages.measure import complete_card, measure_stage
@@ -58,7 +59,7 @@ def check_mutual(run: Run) -> None:
                               f"(terms {', '.join(MUTUAL_TERMS)}); remove it")
     if "logit" not in (cfg.kd.get("terms") or {}):
         raise ConfigError("kd=mutual needs kd.terms.logit (the KL to the other peers)")
-    if int((cfg.kd.get("augment") or {}).get("copies") or 0):
+    if augment_settings(run).enabled:
         raise ConfigError("kd.augment.copies: teacher-labelled augmentation needs a teacher to "
                           "label the copies; kd=mutual has none in its loss (set copies=0)")
     student = resolve_encoder_config(plain(cfg.student.backbone), role="student")

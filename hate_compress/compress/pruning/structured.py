@@ -31,7 +31,7 @@ import torch
 from torch import Tensor, nn
 
 from hate_compress.compress.pruning.masks import make_permanent
-from hate_compress.compress.steps import Restorer, record_compression, register_restorer
+from hate_compress.compression_steps import Restorer, record_compression, register_restorer
 from hate_compress.errors import ConfigError, ModelLoadError
 
 KIND = "structured_prune"

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from hate_compress.compress.quantization.packing import pack_state, unpack_state
-from hate_compress.compress.steps import (
+from hate_compress.compression_steps import (
     Restorer,
     compression_log,
     record_compression,

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from hate_compress.compress.quantization.base import Quantizer, batch_inputs, register_quantizer
-from hate_compress.compress.steps import compression_log
+from hate_compress.compression_steps import compression_log
 from hate_compress.errors import ConfigError, HateCompressError
 from hate_compress.models.outputs import ModelOutputs
 from hate_compress.onnx_runtime import INPUT_NAMES, ONNX_FILE, make_session, run_logits
