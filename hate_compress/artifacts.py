@@ -54,6 +54,7 @@ from hate_compress.models.backbone import drop_pooler
 from hate_compress.models.card import model_card_markdown
 from hate_compress.models.classifier import HateClassifier
 from hate_compress.onnx_runtime import ONNX_FILE
+from hate_compress.storage import write_text_atomically
 
 META_FILE = "hate_compress.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -124,7 +125,7 @@ def save_classifier(model: HateClassifier, directory: str | Path, tokenizer, car
 
 def write_guard_config(directory: Path, label_names: list[str]) -> None:
     """`config.json` for the transformers Auto* classes: refuse, and say where the model loads."""
-    (directory / "config.json").write_text(json.dumps({
+    write_text_atomically(directory / "config.json", json.dumps({
         "model_type": FOREIGN_MODEL_TYPE,
         "architectures": ["HateClassifier"],
         "id2label": dict(enumerate(label_names)),
@@ -156,8 +157,8 @@ def write_card(directory: str | Path, meta: dict) -> None:
     user creates: safetensors writes its file 0600, which a model meant to be copied and
     served by another account must not be."""
     directory = Path(directory)
-    (directory / META_FILE).write_text(json.dumps(meta, indent=2, default=float))
-    (directory / "README.md").write_text(model_card_markdown(meta))
+    write_text_atomically(directory / META_FILE, json.dumps(meta, indent=2, default=float))
+    write_text_atomically(directory / "README.md", model_card_markdown(meta))
     share_files(directory)
 
 

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from hate_compress.errors import ConfigError
 from hate_compress.measure.outcome import aggregate_seeds, final_stage
 from hate_compress.report.summary import seed_table
-from hate_compress.storage import OUTPUT_KEY, writing
+from hate_compress.storage import OUTPUT_KEY, write_text_atomically, writing
 
 log = logging.getLogger("hate_compress")
 
@@ -64,7 +64,7 @@ def write_aggregate(run_dir: Path, metrics: dict) -> None:
     path = run_dir / "metrics.json"
     with writing(path, OUTPUT_KEY):
         run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(metrics, indent=2, default=str))
+        write_text_atomically(path, json.dumps(metrics, indent=2, default=str))
 
 
 def run_seeds(cfg: DictConfig, run_dir: str | Path) -> dict:

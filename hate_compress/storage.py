@@ -59,6 +59,21 @@ def storage_message(exc: BaseException, path: str | Path | None, key: str | None
     return f"cannot write {where}: {REASONS[code]}{hint}"
 
 
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """Replace `path` by a complete new file (a sibling temp file, then `os.replace`).
+
+    Files another process may read while we write — a stored teacher's card that a parallel
+    worker loads while this one records its metrics, a metrics.json a report reads — must
+    never be seen empty or half-written; a reader keeps the old file or gets the new one."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @contextmanager
 def writing(path: str | Path, key: str | None = None) -> Iterator[None]:
     """Turn a storage failure inside the block into a `StorageError` naming `path` (and the

@@ -98,3 +98,23 @@ def test_directories_saved_before_the_guard_config_still_load(saved, tmp_path):
         a = new_model(enc["input_ids"], enc["attention_mask"]).logits
         b = old_model(enc["input_ids"], enc["attention_mask"]).logits
     assert torch.equal(a, b)
+
+
+def test_updating_a_card_never_shows_a_reader_an_empty_file(saved, tmp_path):
+    """Every run that reuses a stored teacher records its metrics in the teacher's card, while a
+    parallel worker (a sweep sharing the store) may be reading it: rewriting the file in place
+    let that reader see it empty (`JSONDecodeError` in CI). The card is replaced whole, so a
+    reader holding the old file still reads all of it."""
+    import json
+    import shutil
+
+    from hate_compress.artifacts import META_FILE, read_meta, update_card
+
+    directory = tmp_path / "teacher"
+    shutil.copytree(teacher_dir(saved), directory)
+    before = read_meta(directory)
+    with open(directory / META_FILE) as reader:  # a worker that is about to read it
+        update_card(directory, {"dev": {"macro_f1": 0.5}})
+        assert json.loads(reader.read()) == before
+    assert read_meta(directory)["metrics"] == {"dev": {"macro_f1": 0.5}}
+    assert not [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]

@@ -10,6 +10,7 @@ Because the teacher reads the full raw text, the student keeps its own tokenizer
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -104,7 +105,7 @@ def text_teacher_source(run, needs=TEXT_TEACHER_NEEDS) -> TeacherSource:
     tensors = split_logits(teacher.model, run.data)
     with writing(path.parent, CACHE_KEY):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # parallel workers: one each
         save_file(tensors, str(tmp))
         tmp.replace(path)
     return TeacherSource(None, CachedTeacher(tensors))

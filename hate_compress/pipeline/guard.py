@@ -19,7 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hate_compress import distributed
 from hate_compress.errors import HateCompressError
 from hate_compress.resume import run_label
-from hate_compress.storage import storage_errno, storage_message
+from hate_compress.storage import storage_errno, storage_message, write_text_atomically
 
 log = logging.getLogger("hate_compress")
 
@@ -45,7 +45,7 @@ def record_status(run_dir: Path | None, status: str, **extra) -> None:
         metrics = json.loads(path.read_text()) if path.exists() else {}
         metrics.setdefault("run", {}).update({"status": status, **extra})
         run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(metrics, indent=2, default=str))
+        write_text_atomically(path, json.dumps(metrics, indent=2, default=str))
     except (OSError, ValueError) as exc:
         log.warning("could not record status %s in %s: %s", status, path, exc)
 

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from hate_compress.distributed import is_rank_zero
 from hate_compress.models.classifier import HateClassifier
 from hate_compress.registry import Registry
-from hate_compress.storage import OUTPUT_KEY, writing
+from hate_compress.storage import OUTPUT_KEY, write_text_atomically, writing
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class Run:
             return
         path = self.run_dir / "metrics.json"
         with writing(path, OUTPUT_KEY):
-            path.write_text(json.dumps(self.metrics, indent=2, default=str))
+            write_text_atomically(path, json.dumps(self.metrics, indent=2, default=str))
 
 
 Stage = Callable[[Run], None]

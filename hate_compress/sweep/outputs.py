@@ -14,6 +14,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
+from hate_compress.storage import write_text_atomically
 from hate_compress.sweep.space import Search, trial_seeds
 from hate_compress.sweep.storage import masked, storage_url
 from hate_compress.sweep.trials import best_trial, counts
@@ -27,13 +28,6 @@ def fmt_value(value) -> str:
 def fmt_params(params: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in params.items()) or "-"
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    """Workers finishing together write the same files: never leave a half-written one."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def write_trials_csv(study: optuna.Study, search: Search, path: Path) -> None:
@@ -58,7 +52,7 @@ def write_trials_csv(study: optuna.Study, search: Search, path: Path) -> None:
             t.user_attrs.get("worker"),
             "surplus (not run)" if t.user_attrs.get("surplus") else t.user_attrs.get("error"),
         ])
-    _atomic_write(path, buf.getvalue())
+    write_text_atomically(path, buf.getvalue())
 
 
 def write_plots(study: optuna.Study, search: Search, out_dir: Path) -> list[Path]:
@@ -121,7 +115,7 @@ def write_outputs(study: optuna.Study, search: Search, cfg: DictConfig, out_dir:
         "best_overrides": None if best is None else " ".join(
             f"{k}={v!r}" if isinstance(v, str) else f"{k}={v}" for k, v in best.params.items()),
     }
-    _atomic_write(out_dir / "best_params.yaml", OmegaConf.to_yaml(OmegaConf.create(summary)))
+    write_text_atomically(out_dir / "best_params.yaml", OmegaConf.to_yaml(OmegaConf.create(summary)))
     write_trials_csv(study, search, out_dir / "trials.csv")
     write_plots(study, search, out_dir)
     return summary

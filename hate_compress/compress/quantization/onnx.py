@@ -30,6 +30,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import shutil
 import warnings
 from collections.abc import Iterable, Mapping
@@ -320,7 +321,7 @@ def teacher_reference(model: nn.Module, artifact: str | Path | None, cache_dir: 
     key = f"{weights_digest(model, artifact)}-torch{torch.__version__}"
     path = Path(cache_dir) / "onnx_teacher" / key / ONNX_FILE
     if not path.is_file():
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".tmp{os.getpid()}")  # parallel workers never share a temp file
         export_onnx(model, tmp, example)
         tmp.replace(path)
         (path.parent / "source.json").write_text(json.dumps({"artifact": str(artifact)}))
