@@ -156,8 +156,36 @@ def profile_kd(r: dict) -> str:
 # -- pipeline runs (bench/compression.py), sweeps (kd_table.py, kd_matrix.py), temperature -------
 
 
+def leading_float(text: str) -> float | None:
+    """`0.6524` of a cell such as `0.6524 ± 0.0018` (None for `-` or a word)."""
+    try:
+        return float(str(text).split()[0])
+    except (ValueError, IndexError):
+        return None
+
+
+def final_vs_kd(headers: list[str], rows: list[list[str]]) -> str | None:
+    """How much of the KD student's macro F1 the last compressed stage keeps: pruning and
+    quantization are judged against the model they start from, not only against the teacher."""
+    column = next((i for i, h in enumerate(headers) if h.startswith("macro F1")), None)
+    stages = [row[0].split(" (")[0] for row in rows]
+    if column is None or "kd" not in stages:
+        return None
+    after = [row for row, stage in zip(rows, stages, strict=True)  # a reference row is no stage
+             if stages.index(stage) > stages.index("kd") and not stage.startswith("baseline")]
+    if not after:
+        return None
+    kd, final = leading_float(rows[stages.index("kd")][column]), leading_float(after[-1][column])
+    if not kd or final is None:
+        return None
+    return (f"The final stage ({after[-1][0]}) keeps {final / kd:.3f} of the KD student's "
+            f"macro F1 ({final:.4f} vs {kd:.4f}).")
+
+
 def pipeline_run(r: dict) -> str:
     notes = [f"Quality on {r['split']}."] if r.get("split") else []
+    if kept := final_vs_kd(r["headers"], r["rows"]):
+        notes.append(kept)
     if r.get("targets"):
         notes.append("Targets: " + "; ".join(
             f"{name} {cell(t['value'])} vs {t['target']} -> {'met' if t['met'] else '**MISSED**'}"
@@ -311,6 +339,11 @@ table("demo", ["demo_germeval_coarse"],
 table("onnx_germeval", ["full_pipeline_germeval_coarse_threads"],
       "python bench/compression.py --data germeval_coarse --tag threads -- 'measure.threads=[1,2]'",
       pipeline_run)
+table("full_pipeline_ensemble_germeval", ["full_pipeline_germeval_coarse_ensemble"],
+      "python bench/compression.py --data germeval_coarse --tag ensemble -- kd=logit "
+      "teacher=ensemble +teacher.member_overrides.tiny_teacher.seed=42 "
+      "+teacher.member_overrides.char_ngram.seed=42 teacher.seed=42 'seeds=[1,2,3]' "
+      "measure.explain=false paths.cache_dir=bench/results/work/kd_variants_store", pipeline_run)
 table("latency_realistic", ["latency_realistic"],
       "python bench/latency_realistic.py --runs 3 --warmup 1", latency_realistic)
 table("kd_variants_germeval", ["kd_variants_germeval_coarse"],

@@ -243,6 +243,20 @@ def test_pipeline_summary_record_renders():
                         "stage_seconds": {"teacher": 18.2, "kd": 44.0}})
     assert "| kd | 0.6479 | 6.2061 |" in out
     assert "f1_retention 1.0083 vs 0.95 -> met" in out and "kd 44" in out
+    assert "keeps" not in out  # kd is the last stage: nothing compressed it
+
+
+def test_pipeline_record_says_what_compression_kept_of_the_kd_student():
+    from bench.compression import markdown_rows
+
+    summary = ("quality on test, over seeds [1, 2]\n\n| stage | seeds | macro F1 mean ± std |\n"
+               "|---|---|---|\n| teacher | 2 | 0.6755 ± 0.0000 |\n| kd | 2 | 0.6500 ± 0.0020 |\n"
+               "| prune | 2 | 0.6400 ± 0.0030 |\n| quant (DEGENERATE) | 2 | 0.6175 ± 0.0100 |\n"
+               "| baseline char_ngram (reference) | 2 | 0.6906 ± 0.0000 |\n")
+    headers, rows = markdown_rows(summary)
+    out = pipeline_run({"headers": headers, "rows": rows, "split": "test"})
+    assert "The final stage (quant (DEGENERATE)) keeps 0.950 of the KD student's macro F1 " \
+           "(0.6175 vs 0.6500)." in out
 
 
 def test_latency_record_renders():
