@@ -168,7 +168,10 @@ def share_files(directory: Path) -> None:
     os.umask(umask)
     for path in directory.iterdir():
         if path.is_file() and not path.is_symlink():
-            path.chmod(0o666 & ~umask)
+            try:
+                path.chmod(0o666 & ~umask)
+            except FileNotFoundError:  # a parallel worker's temp file, renamed meanwhile
+                continue
 
 
 def update_card(directory: str | Path, metrics: dict[str, Any]) -> None:

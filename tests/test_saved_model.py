@@ -118,3 +118,29 @@ def test_updating_a_card_never_shows_a_reader_an_empty_file(saved, tmp_path):
         assert json.loads(reader.read()) == before
     assert read_meta(directory)["metrics"] == {"dev": {"macro_f1": 0.5}}
     assert not [p.name for p in directory.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_sharing_the_files_skips_a_temp_file_another_worker_renamed(tmp_path, monkeypatch):
+    """`share_files` lists the directory, then chmods: a parallel worker's card temp file can be
+    renamed in between, which must not fail this worker's save."""
+    from pathlib import Path
+
+    from hate_compress.artifacts import share_files
+
+    (tmp_path / "model.safetensors").write_bytes(b"x")
+    (tmp_path / "model.safetensors").chmod(0o600)
+    (tmp_path / ".hate_compress.json.999.tmp").write_text("{}")
+    real_chmod = Path.chmod
+
+    def chmod(self, mode, **kwargs):
+        if self.name.endswith(".tmp"):  # the other worker's os.replace wins the race
+            self.unlink()
+        return real_chmod(self, mode, **kwargs)
+
+    monkeypatch.setattr(Path, "chmod", chmod)
+    old = os.umask(0o022)
+    try:
+        share_files(tmp_path)
+    finally:
+        os.umask(old)
+    assert oct(stat.S_IMODE((tmp_path / "model.safetensors").stat().st_mode)) == "0o644"
