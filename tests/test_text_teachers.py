@@ -108,6 +108,25 @@ def test_cross_fit_targets_come_from_models_that_did_not_see_the_row():
     assert not np.allclose(oof, model.decision(texts))
 
 
+def test_out_of_fold_targets_are_only_given_for_the_texts_they_label(tmp_path, caplog):
+    """Same number of rows is not the same rows: another split of equal size (or the same rows
+    reordered) gets the in-sample outputs and a warning, never misaligned out-of-fold targets;
+    the texts' digest survives save and load."""
+    texts, labels = sample_texts()
+    model = CharNgramModel.fit(texts, labels, task="binary", num_labels=2, seed=7, cross_fit=3)
+    model.save(tmp_path)
+    loaded = CharNgramModel.load(tmp_path)
+    assert loaded.oof_texts == model.oof_texts is not None
+    np.testing.assert_allclose(loaded.train_soft_logits(texts).numpy(), model.train_oof_logits,
+                               rtol=1e-6)
+    assert not caplog.records
+    shuffled = texts[1:] + texts[:1]
+    with caplog.at_level("WARNING", logger="hate_compress.models.char_ngram"):
+        fallback = loaded.train_soft_logits(shuffled).numpy()
+    np.testing.assert_allclose(fallback, loaded.decision(shuffled), rtol=1e-5, atol=1e-5)
+    assert "out-of-fold logits label other train texts" in caplog.text
+
+
 def test_ensemble_probs_equal_the_weighted_mean_by_hand():
     torch.manual_seed(0)
     z1, z2 = torch.randn(5, 3) * 3, torch.randn(5, 3)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,17 @@ CONFIG_FILE = "char_ngram.json"
 WEIGHTS_FILE = "char_ngram.safetensors"
 OOF_FILE = "train_oof_logits.safetensors"
 FORMAT = "char_ngram/1"
+
+log = logging.getLogger(__name__)
+
+
+def texts_digest(texts: list[str]) -> str:
+    """Which train texts the out-of-fold logits belong to (row order included)."""
+    digest = hashlib.sha256()
+    for text in texts:
+        digest.update(text.encode("utf-8"))
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 DEFAULTS = {"char_ngrams": [2, 5], "word_ngrams": [1, 2], "min_df": 1, "C": 3.0,
             "class_weight": "balanced", "max_iter": 2000, "lowercase": True}
@@ -125,11 +137,12 @@ class CharNgramModel:
     hidden_size = 0
 
     def __init__(self, vocabularies, idfs, coef, intercept, *, task: str, settings: dict,
-                 train_oof_logits: np.ndarray | None = None):
+                 train_oof_logits: np.ndarray | None = None, oof_texts: str | None = None):
         self.vocabularies, self.idfs = vocabularies, idfs
         self.coef, self.intercept = coef, intercept
         self.task, self.settings = task, dict(settings)
         self.train_oof_logits = train_oof_logits
+        self.oof_texts = oof_texts  # texts_digest of the rows train_oof_logits label
 
     # -- training -----------------------------------------------------------------------------
 
@@ -143,6 +156,7 @@ class CharNgramModel:
         if cross_fit and int(cross_fit) >= 2:
             model.train_oof_logits = cls.out_of_fold(texts, labels, task, num_labels, settings,
                                                      seed, int(cross_fit))
+            model.oof_texts = texts_digest(texts)
         return model
 
     @classmethod
@@ -179,9 +193,18 @@ class CharNgramModel:
         return torch.from_numpy(self.decision(texts)).float()
 
     def train_soft_logits(self, texts: list[str]) -> torch.Tensor:
-        """Soft targets for the train split: out-of-fold when cross-fitted, else in-sample."""
-        if self.train_oof_logits is not None and len(self.train_oof_logits) == len(texts):
+        """Soft targets for the train split: out-of-fold when cross-fitted on exactly these
+        texts, else in-sample (memorised, so a cross-fitted model says so when it falls back)."""
+        if self.train_oof_logits is None:
+            return self.predict_texts(texts)
+        same = (self.oof_texts == texts_digest(texts) if self.oof_texts is not None
+                else len(self.train_oof_logits) == len(texts))  # saved before the digest
+        if same:
             return torch.from_numpy(self.train_oof_logits).float()
+        log.warning("char_ngram: its out-of-fold logits label other train texts than these %d "
+                    "(another split or data file): using its in-sample outputs, which are near "
+                    "memorised; refit the teacher on this data for cross-fitted targets",
+                    len(texts))
         return self.predict_texts(texts)
 
     def identity(self) -> str:
@@ -210,7 +233,7 @@ class CharNgramModel:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / CONFIG_FILE).write_text(json.dumps(
             {"format": FORMAT, "task": self.task, "settings": self.settings,
-             "vocabularies": self.vocabularies}, ensure_ascii=False))
+             "vocabularies": self.vocabularies, "oof_texts": self.oof_texts}, ensure_ascii=False))
         tensors = {f"idf.{i}": np.ascontiguousarray(idf) for i, idf in enumerate(self.idfs)}
         tensors.update(coef=np.ascontiguousarray(self.coef),
                        intercept=np.ascontiguousarray(self.intercept))
@@ -231,7 +254,8 @@ class CharNgramModel:
         oof_path = directory / OOF_FILE
         oof = load_file(str(oof_path))["logits"] if oof_path.exists() else None
         return cls(config["vocabularies"], idfs, tensors["coef"], tensors["intercept"],
-                   task=config["task"], settings=config["settings"], train_oof_logits=oof)
+                   task=config["task"], settings=config["settings"], train_oof_logits=oof,
+                   oof_texts=config.get("oof_texts"))
 
 
 def is_char_ngram_dir(directory: Path) -> bool:
