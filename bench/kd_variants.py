@@ -22,7 +22,8 @@ test macro F1, dev macro F1 and agreement with its own teacher, their mean ± st
 teacher's test F1 and the char_ngram baseline's test F1 (`measure.baseline`, on for real data),
 and rewrites `bench/results/kd_variants_<data>.json` after every cell, so a run cut short still
 leaves its finished cells. A rerun skips cells whose `metrics.json` says `ok`, and cells the
-committed JSON already records (run directories are scratch; `--fresh` reruns those).
+committed JSON already records (run directories are scratch); `--fresh` reruns the
+invocation's cells and keeps every other recorded one (e.g. after a teacher was retrained).
 
     python bench/kd_variants.py --data germeval_coarse --seeds 1,2,3
     python bench/kd_variants.py --data bengali_hate_v2 --variants none,ensemble
@@ -258,6 +259,16 @@ def recorded_cells(doc: dict, overrides: list[str]) -> dict[str, dict[int, dict]
             for row in results.get("rows", []) if row.get("variant") in VARIANTS}
 
 
+def finished_where(on_disk: dict | None, recorded: dict | None, path: Path, name: str) -> str | None:
+    """Where a cell's finished result already is (its run directory, else the committed JSON),
+    or None when it has to run."""
+    if on_disk and on_disk["status"] == "ok":
+        return str(path)
+    if (recorded or {}).get("status") == "ok":
+        return f"recorded in bench/results/{name}.json"
+    return None
+
+
 def merge_recorded(cells: dict[str, dict[int, dict]], recorded: dict[str, dict[int, dict]]
                    ) -> tuple[dict[str, dict[int, dict]], list[str]]:
     """`cells` (read from run directories) wins; a recorded cell fills only a missing one.
@@ -310,7 +321,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from-dir", action="store_true",
                         help="run nothing; only collect the finished cells into the JSON")
     parser.add_argument("--fresh", action="store_true",
-                        help="ignore the cells recorded in the committed JSON; rerun them")
+                        help="rerun this invocation's cells (--variants x --seeds) even when "
+                             "finished or recorded; every other recorded cell is kept")
     parser.add_argument("--dry-run", action="store_true", help="print the cell commands and exit")
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every cell")
     args = parser.parse_args(argv)
@@ -327,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(display(cell_command(VARIANTS[v], args.data, seed, store, out_root, args.overrides)))
         return 0
 
-    previous = {} if args.fresh else read_record(name)
+    previous = read_record(name)
     if not same_experiment(previous, args.overrides):
         previous = {}
     recorded = recorded_cells(previous, args.overrides)
@@ -354,13 +366,10 @@ def main(argv: list[str] | None = None) -> int:
         for seed in seeds:  # seed-major: after the first seed every variant has a number
             for v in order:
                 path = run_dir(out_root, v, seed)
-                done = read_cell(path)
-                if done and done["status"] == "ok":
-                    print(f"[{v} seed {seed}] done already ({path})", flush=True)
-                    continue
-                if recorded.get(v, {}).get(seed, {}).get("status") == "ok":
-                    print(f"[{v} seed {seed}] recorded already in bench/results/{name}.json "
-                          "(--fresh reruns it)", flush=True)
+                reason = finished_where(read_cell(path), recorded.get(v, {}).get(seed), path, name)
+                if reason and not args.fresh:
+                    print(f"[{v} seed {seed}] done already ({reason}; --fresh reruns it)",
+                          flush=True)
                     continue
                 lock = claim(path)
                 if lock is None:

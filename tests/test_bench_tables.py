@@ -230,6 +230,11 @@ def test_kd_variants_keeps_recorded_cells_whose_run_dirs_are_gone(tmp_path, monk
     assert carried == ["ensemble/1"]  # the failed one is not carried, seed 2 is on disk
     assert [cells["ensemble"][s]["test_macro_f1"] for s in (1, 2)] == [0.65, 0.61]
     assert cells["ensemble"][3] is None and cells["none"][1] is None
+    # what runs: a cell finished on disk or in the record is skipped (unless --fresh)
+    where = kv.finished_where(None, recorded["ensemble"][1], tmp_path, "kd_variants_x")
+    assert where == "recorded in bench/results/kd_variants_x.json"
+    assert kv.finished_where(fresh["ensemble"][2], None, tmp_path, "x") == str(tmp_path)
+    assert kv.finished_where(None, recorded["none"][1], tmp_path, "x") is None  # failed: rerun
 
 
 def test_pipeline_summary_record_renders():
