@@ -259,6 +259,17 @@ def recorded_cells(doc: dict, overrides: list[str]) -> dict[str, dict[int, dict]
             for row in results.get("rows", []) if row.get("variant") in VARIANTS}
 
 
+def merge_invocations(docs: list[dict], command: str) -> list[str]:
+    """Every command that filled this table, oldest first: those of the records `docs` (a record
+    made before the `invocations` list has only `command`), then `command`."""
+    merged: list[str] = []
+    for doc in docs:
+        for c in doc.get("results", {}).get("invocations") or ([doc["command"]] if doc.get("command") else []):
+            if c not in merged:
+                merged.append(c)
+    return merged + ([] if command in merged else [command])
+
+
 def finished_where(on_disk: dict | None, recorded: dict | None, path: Path, name: str) -> str | None:
     """Where a cell's finished result already is (its run directory, else the committed JSON),
     or None when it has to run."""
@@ -344,18 +355,19 @@ def main(argv: list[str] | None = None) -> int:
         previous = {}
     recorded = recorded_cells(previous, args.overrides)
     # one table, filled by several invocations (more seeds, opt-in variants): keep them all
-    invocations = list(previous.get("results", {}).get("invocations")
-                       or ([previous["command"]] if previous.get("command") else []))
-    invocations += [] if record.command in invocations else [record.command]
-    commands = {**previous.get("results", {}).get("cell_commands", {}), **commands}
-
     def write() -> None:
+        # re-read: invocations running at the same time write this record too (keep theirs)
+        latest = read_record(name)
+        latest = latest if same_experiment(latest, args.overrides) else {}
+        invocations = merge_invocations([previous, latest], record.command)
+        cell_commands = {**previous.get("results", {}).get("cell_commands", {}),
+                         **latest.get("results", {}).get("cell_commands", {}), **commands}
         cells, carried = merge_recorded(collect(out_root, order, seeds), recorded)
         result = aggregate(cells, list(cells))
         result["carried_from_record"] = carried  # cells whose run directories are gone
         result.update({"data": args.data, "planned_seeds": seeds, "teacher_seed": TEACHER_SEED,
                        "overrides": args.overrides, "store": str(store.relative_to(ROOT) if store.is_relative_to(ROOT) else store),
-                       "cell_commands": commands, "invocations": invocations})
+                       "cell_commands": cell_commands, "invocations": invocations})
         record.write(result, note=None)  # quality only: deterministic, load does not matter
 
     # the package of this checkout, also when the venv has another one installed editable

@@ -237,6 +237,20 @@ def test_kd_variants_keeps_recorded_cells_whose_run_dirs_are_gone(tmp_path, monk
     assert kv.finished_where(None, recorded["none"][1], tmp_path, "x") is None  # failed: rerun
 
 
+def test_kd_variants_keeps_the_commands_of_invocations_running_at_the_same_time():
+    """Two invocations fill one table at once: each rewrites the record after every cell, so each
+    must keep the other's command, not only the ones it saw when it started."""
+    from bench import kd_variants as kv
+
+    old = {"command": "python bench/kd_variants.py --seeds 1"}  # before `invocations` existed
+    started = {"results": {"invocations": ["python bench/kd_variants.py --seeds 1", "a"]}}
+    meanwhile = {"results": {"invocations": ["python bench/kd_variants.py --seeds 1", "a", "b"]}}
+    assert kv.merge_invocations([old], "a") == ["python bench/kd_variants.py --seeds 1", "a"]
+    assert kv.merge_invocations([started, meanwhile], "c") == [
+        "python bench/kd_variants.py --seeds 1", "a", "b", "c"]
+    assert kv.merge_invocations([started, meanwhile], "b")[-1] == "b"
+
+
 def test_pipeline_summary_record_renders():
     from bench.compression import markdown_rows
 
