@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 
 from bench import results_io, tables  # noqa: E402
 from bench.common import compose, quiet  # noqa: E402
-from bench.kd_variants import MEMBER_SEEDS, TEACHER_SEED  # noqa: E402
+from bench.kd_variant_list import MEMBER_SEEDS, TEACHER_SEED  # noqa: E402
 from bench.table_renderers import ensemble_teacher  # noqa: E402
 
 
