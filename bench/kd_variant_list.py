@@ -66,5 +66,11 @@ VARIANTS = {v.name: v for v in (
             ("pipeline=assistant_kd", "kd=logit")),
     Variant("mutual", "mutual learning (kd=mutual, 2 peers)", ("pipeline=teacher_kd", "kd=mutual")),
 )}
+# `bench/compression.py` arguments: the `ensemble` row's students (same store, same teachers)
+# continued through pruning + ONNX INT8, 3 seeds in one run (a `make bench` step and a table)
+ENSEMBLE_COMPRESSION_ARGS = ("--data", "germeval_coarse", "--tag", "ensemble", "--", "kd=logit",
+                             "teacher=ensemble", *MEMBER_SEEDS, f"teacher.seed={TEACHER_SEED}",
+                             "seeds=[1,2,3]", "measure.explain=false",
+                             "paths.cache_dir=bench/results/work/kd_variants_store")
 # the order they run in: the headline comparison (none vs ensemble) first
 DEFAULT_VARIANTS = ("none", "ensemble", "char_ngram", "tiny_teacher", "assistant", "mutual")

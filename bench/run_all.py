@@ -24,6 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench import results_io  # noqa: E402
+from bench.kd_variant_list import ENSEMBLE_COMPRESSION_ARGS  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -56,12 +57,7 @@ STEPS = [
     Step("ensemble_teacher_bengali", ("bench/ensemble_teacher.py", "--data", "bengali_hate_v2"),
          ("ensemble_teacher_bengali_hate_v2",)),
     # the issue-16 student through pruning + INT8 (teachers from the kd_variants store)
-    Step("compression_ensemble", ("bench/compression.py", "--data", "germeval_coarse", "--tag",
-                                  "ensemble", "--", "kd=logit", "teacher=ensemble",
-                                  "+teacher.member_overrides.tiny_teacher.seed=42",
-                                  "+teacher.member_overrides.char_ngram.seed=42", "teacher.seed=42",
-                                  "seeds=[1,2,3]", "measure.explain=false",
-                                  "paths.cache_dir=bench/results/work/kd_variants_store"),
+    Step("compression_ensemble", ("bench/compression.py", *ENSEMBLE_COMPRESSION_ARGS),
          ("full_pipeline_germeval_coarse_ensemble",)),
     Step("kd_matrix_tiny", ("bench/kd_matrix.py",), ("kd_matrix_tiny",)),
     Step("temperature", ("bench/temperature.py",), ("temperature",)),

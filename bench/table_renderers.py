@@ -8,10 +8,13 @@ what its command measured. Standard library only.
 
 from __future__ import annotations
 
+import shlex
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from bench.kd_variant_list import ENSEMBLE_COMPRESSION_ARGS
 
 
 class TableDataError(ValueError):
@@ -171,11 +174,12 @@ def final_vs_kd(headers: list[str], rows: list[list[str]]) -> str | None:
     stages = [row[0].split(" (")[0] for row in rows]
     if column is None or "kd" not in stages:
         return None
-    after = [row for row, stage in zip(rows, stages, strict=True)  # a reference row is no stage
-             if stages.index(stage) > stages.index("kd") and not stage.startswith("baseline")]
+    at = stages.index("kd")
+    after = [row for row, stage in zip(rows[at + 1:], stages[at + 1:], strict=True)
+             if not stage.startswith("baseline")]  # a reference row is no stage
     if not after:
         return None
-    kd, final = leading_float(rows[stages.index("kd")][column]), leading_float(after[-1][column])
+    kd, final = leading_float(rows[at][column]), leading_float(after[-1][column])
     if not kd or final is None:
         return None
     return (f"The final stage ({after[-1][0]}) keeps {final / kd:.3f} of the KD student's "
@@ -340,10 +344,7 @@ table("onnx_germeval", ["full_pipeline_germeval_coarse_threads"],
       "python bench/compression.py --data germeval_coarse --tag threads -- 'measure.threads=[1,2]'",
       pipeline_run)
 table("full_pipeline_ensemble_germeval", ["full_pipeline_germeval_coarse_ensemble"],
-      "python bench/compression.py --data germeval_coarse --tag ensemble -- kd=logit "
-      "teacher=ensemble +teacher.member_overrides.tiny_teacher.seed=42 "
-      "+teacher.member_overrides.char_ngram.seed=42 teacher.seed=42 'seeds=[1,2,3]' "
-      "measure.explain=false paths.cache_dir=bench/results/work/kd_variants_store", pipeline_run)
+      shlex.join(["python", "bench/compression.py", *ENSEMBLE_COMPRESSION_ARGS]), pipeline_run)
 table("latency_realistic", ["latency_realistic"],
       "python bench/latency_realistic.py --runs 3 --warmup 1", latency_realistic)
 table("kd_variants_germeval", ["kd_variants_germeval_coarse"],

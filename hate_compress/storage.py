@@ -59,19 +59,29 @@ def storage_message(exc: BaseException, path: str | Path | None, key: str | None
     return f"cannot write {where}: {REASONS[code]}{hint}"
 
 
-def write_text_atomically(path: str | Path, text: str) -> None:
-    """Replace `path` by a complete new file (a sibling temp file, then `os.replace`).
+@contextmanager
+def replacing(path: str | Path) -> Iterator[Path]:
+    """A temp path beside `path` to write its new content to; when the block succeeds it
+    replaces `path` in one rename, when it fails it is removed and `path` is untouched.
 
     Files another process may read while we write — a stored teacher's card that a parallel
-    worker loads while this one records its metrics, a metrics.json a report reads — must
-    never be seen empty or half-written; a reader keeps the old file or gets the new one."""
+    worker loads while this one records its metrics, a cache a parallel cell reads — must never
+    be seen empty or half-written: a reader keeps the old file or gets the new one. The temp
+    name is per process (parallel writers never share one) and keeps the suffix, for writers
+    that pick the format from it (matplotlib)."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp{path.suffix}")
     try:
-        tmp.write_text(text, encoding="utf-8")
+        yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def write_text_atomically(path: str | Path, text: str) -> None:
+    """`path.write_text(text)` through `replacing`: never seen empty or half-written."""
+    with replacing(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 @contextmanager

@@ -134,3 +134,20 @@ def test_read_only_store_still_serves_its_teachers(tiny_cfg, tmp_path, read_only
     again = run_pipeline(tiny_cfg("pipeline=teacher", f"paths.teacher_store={store}"),
                          tmp_path / "b")["teacher"]
     assert again["artifact"] == first["artifact"]
+
+
+def test_replacing_swaps_in_the_new_file_or_leaves_the_old_one(tmp_path):
+    """The shared temp-then-rename of every cache, card and metrics file: a failed write keeps
+    the old content and no temp file; the temp name keeps the suffix (matplotlib needs it)."""
+    from hate_compress.storage import replacing
+
+    target = tmp_path / "plot.png"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), replacing(target) as tmp:
+        assert tmp.parent == tmp_path and tmp.suffix == ".png" and tmp != target
+        tmp.write_text("half")
+        raise RuntimeError("writer failed")
+    assert target.read_text() == "old" and sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]
+    with replacing(target) as tmp:
+        tmp.write_text("new")
+    assert target.read_text() == "new" and sorted(p.name for p in tmp_path.iterdir()) == ["plot.png"]

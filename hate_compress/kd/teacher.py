@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -21,7 +20,7 @@ from torch import Tensor
 from hate_compress.data.tokenization import tokenizer_config
 from hate_compress.models.classifier import HateClassifier, home_device, pool
 from hate_compress.models.outputs import ModelOutputs
-from hate_compress.storage import CACHE_KEY, writing
+from hate_compress.storage import CACHE_KEY, replacing, writing
 
 log = logging.getLogger(__name__)
 
@@ -132,11 +131,10 @@ class CachedTeacher:
             tensors = cls._compute(teacher, loaders, key, pooling, device)
         finally:
             teacher.to(home)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")  # parallel workers never share a temp file
         with writing(path.parent, CACHE_KEY):
             path.parent.mkdir(parents=True, exist_ok=True)
-            save_file(tensors, str(tmp))
-            tmp.replace(path)
+            with replacing(path) as tmp:
+                save_file(tensors, str(tmp))
         return cls(tensors)
 
     @staticmethod

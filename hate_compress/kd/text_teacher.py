@@ -10,7 +10,6 @@ Because the teacher reads the full raw text, the student keeps its own tokenizer
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import torch
@@ -18,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from hate_compress.kd.teacher import CachedTeacher, TeacherSource, cache_key
 from hate_compress.models.classifier import HateClassifier
-from hate_compress.storage import CACHE_KEY, writing
+from hate_compress.storage import CACHE_KEY, replacing, writing
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +104,6 @@ def text_teacher_source(run, needs=TEXT_TEACHER_NEEDS) -> TeacherSource:
     tensors = split_logits(teacher.model, run.data)
     with writing(path.parent, CACHE_KEY):
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")  # parallel workers: one each
-        save_file(tensors, str(tmp))
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            save_file(tensors, str(tmp))
     return TeacherSource(None, CachedTeacher(tensors))

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 import warnings
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 from optuna.trial import TrialState
 
-from hate_compress.storage import write_text_atomically
+from hate_compress.storage import replacing, write_text_atomically
 from hate_compress.sweep.space import Search, trial_seeds
 from hate_compress.sweep.storage import masked, storage_url
 from hate_compress.sweep.trials import best_trial, counts
@@ -83,10 +82,9 @@ def write_plots(study: optuna.Study, search: Search, out_dir: Path) -> list[Path
                 warnings.simplefilter("ignore")
                 axes = plot()
             fig = np.ravel(axes)[0].figure
-            tmp = out_dir / f".{name}.{os.getpid()}.png"
-            fig.savefig(tmp, dpi=100, bbox_inches="tight")
+            with replacing(out_dir / name) as tmp:
+                fig.savefig(tmp, dpi=100, bbox_inches="tight")
             plt.close(fig)
-            os.replace(tmp, out_dir / name)
             written.append(out_dir / name)
         except Exception as exc:  # a plot is never worth failing a finished study for
             log.warning("[sweep] plot %s skipped: %s", name, exc)

@@ -10,7 +10,6 @@ from scratch (no checkpoint: logging step 0) starts a fresh file, as before.
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -19,6 +18,8 @@ from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from hate_compress.storage import replacing
 
 
 class _KeepingWriter(ExperimentWriter):
@@ -51,12 +52,10 @@ class ResumableCSVLogger(CSVLogger):
             path.unlink()
             writer.metrics_keys = []
             return
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        with open(tmp, "w", newline="") as fh:
+        with replacing(path) as tmp, open(tmp, "w", newline="") as fh:
             out = csv.DictWriter(fh, fieldnames=header)
             out.writeheader()
             out.writerows(kept)
-        tmp.replace(path)
         writer.metrics_keys = header  # new rows are appended under the existing header
 
 

@@ -30,7 +30,6 @@ import hashlib
 import io
 import json
 import logging
-import os
 import shutil
 import warnings
 from collections.abc import Iterable, Mapping
@@ -45,6 +44,7 @@ from hate_compress.compression_steps import compression_log
 from hate_compress.errors import ConfigError, HateCompressError
 from hate_compress.models.outputs import ModelOutputs
 from hate_compress.onnx_runtime import INPUT_NAMES, ONNX_FILE, make_session, run_logits
+from hate_compress.storage import replacing
 
 log = logging.getLogger(__name__)
 
@@ -321,9 +321,8 @@ def teacher_reference(model: nn.Module, artifact: str | Path | None, cache_dir: 
     key = f"{weights_digest(model, artifact)}-torch{torch.__version__}"
     path = Path(cache_dir) / "onnx_teacher" / key / ONNX_FILE
     if not path.is_file():
-        tmp = path.with_suffix(f".tmp{os.getpid()}")  # parallel workers never share a temp file
-        export_onnx(model, tmp, example)
-        tmp.replace(path)
+        with replacing(path) as tmp:
+            export_onnx(model, tmp, example)
         (path.parent / "source.json").write_text(json.dumps({"artifact": str(artifact)}))
     else:
         log.info("teacher ONNX reference from cache %s", path)
